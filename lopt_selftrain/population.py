@@ -1,0 +1,293 @@
+"""A population of learned optimizers that trains itself (the paper's method).
+
+Data layout: the population is the leading axis of every array in
+`PopulationState`. One outer step is
+
+  thetas[N]  --vmap(lo estimator.compute_gradient_estimate)-->  meta-grads[N]
+             --jit(vmap(outer optimizer update))-->             thetas'[N]
+
+where the outer optimizer is `SelfUpdate` (a learned optimizer from the population
+computes the step: the member itself, the current best member, or a random one)
+or, for the baseline, a hand-designed lo optimizer such as Adam. Every
+`pbt.interval` steps all members are evaluated on shared fresh tasks and
+population based training replaces bad or diverged members (see `pbt`).
+
+The task mixture keeps one lo gradient estimator (and persistent unroll state)
+per family; each outer step draws one family with the mixture's weights and
+advances the whole population on it, so the step stays one vmapped call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+from learned_optimization.learned_optimizers import base as lopt_base
+from learned_optimization.optimizers import base as opt_base
+from learned_optimization.outer_trainers import truncation_schedule
+
+from lopt_selftrain import compat, evaluation, pbt, sharding
+from lopt_selftrain.self_update import SelfUpdate
+
+TEACHER_MODES = ("self", "best", "random")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class EstimatorConfig:
+  """lo gradient estimator settings, shared by every family of the mixture.
+
+  Attributes:
+    kind: "pes" (TruncatedPES), "es" (TruncatedES) or "full_es" (FullES).
+    num_tasks: inner problems per member per estimate.
+    trunc_length: inner steps per truncation (one outer step).
+    std: antithetic perturbation scale on theta.
+    steps_per_jit: inner steps per jitted lo unroll call.
+    trunc_sched: length of an inner problem before it is reset.
+    random_initial_iteration_offset: spreads initial inner steps to desync.
+  """
+  kind: str = "pes"
+  num_tasks: int = 8
+  trunc_length: int = 10
+  std: float = 0.01
+  steps_per_jit: int = 10
+  trunc_sched: Any = None
+  random_initial_iteration_offset: int = 0
+
+  def build(self, task_family: Any, learned_opt: lopt_base.LearnedOptimizer):
+    """The lo estimator for one family, on whichever lo API is installed."""
+    sched = self.trunc_sched or truncation_schedule.ConstantTruncationSchedule(100)
+    kwargs = dict(std=self.std, steps_per_jit=self.steps_per_jit)
+    if self.kind != "full_es":
+      kwargs["trunc_length"] = self.trunc_length
+    return compat.make_gradient_estimator(
+        self.kind, task_family, learned_opt, sched, self.num_tasks,
+        random_initial_iteration_offset=self.random_initial_iteration_offset,
+        **kwargs)
+
+
+@flax.struct.dataclass
+class PopulationState:
+  """Everything that evolves during meta-training; leading axis = member.
+
+  Attributes:
+    outer_opt_state: [N] state of the outer optimizer; holds each theta.
+    estimator_states: one [N] lo estimator (unroll) state per task family.
+    healthy: [N] False once a member saw a non-finite grad, loss or weight.
+    meta_loss: [N] meta-loss from the latest evaluation (inf before the first).
+    key: PRNG key of the run.
+    step: outer step count.
+  """
+  outer_opt_state: Any
+  estimator_states: tuple[Any, ...]
+  healthy: jax.Array
+  meta_loss: jax.Array
+  key: jax.Array
+  step: jax.Array
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  """[N] True where every leaf of member i is finite."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  return functools.reduce(jnp.logical_and, [
+      jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves])
+
+
+@gin.configurable
+class PopulationTrainer:
+  """Meta-trains `population_size` learned optimizers together.
+
+  Args:
+    learned_opt: lo learned optimizer (architecture shared by all members).
+    task_mixture: `lopt_selftrain.tasks.TaskMixture` of lo task families.
+    outer_opt: lo Optimizer for theta. `SelfUpdate()` (default) is the paper's
+      self-training; its `learned_opt`, when unset, is `learned_opt` here.
+      Any hand-designed lo optimizer (e.g. `Adam`) gives the baseline, with
+      members trained independently.
+    population_size: number of members, >= 2.
+    teacher: who computes member i's self-update: "self" (member i),
+      "best" (the best member at the last evaluation), "random" (a random
+      member, redrawn every step). Ignored for hand-designed outer optimizers.
+    estimator: lo gradient estimator settings.
+    pbt_config: population based training settings.
+    eval_config: evaluation settings (ranking and logged meta-loss).
+    seed: seed of everything random in the run.
+    num_outer_steps: length of the run (also lo's `num_steps` for schedules).
+  """
+
+  def __init__(self,
+               learned_opt: lopt_base.LearnedOptimizer = gin.REQUIRED,
+               task_mixture: Any = gin.REQUIRED,
+               outer_opt: opt_base.Optimizer | None = None,
+               population_size: int = 8,
+               teacher: str = "self",
+               estimator: EstimatorConfig | None = None,
+               pbt_config: pbt.PBTConfig | None = None,
+               eval_config: evaluation.EvalConfig | None = None,
+               seed: int = 0,
+               num_outer_steps: int = 1000):
+    if population_size < 2:
+      raise ValueError(
+          f"PopulationTrainer.population_size must be >= 2, got {population_size}")
+    if teacher not in TEACHER_MODES:
+      raise ValueError(f"PopulationTrainer.teacher must be one of {TEACHER_MODES},"
+                       f" got {teacher!r}")
+    if num_outer_steps < 1:
+      raise ValueError(
+          f"PopulationTrainer.num_outer_steps must be >= 1, got {num_outer_steps}")
+    self.learned_opt = learned_opt
+    self.task_mixture = task_mixture
+    outer_opt = SelfUpdate(learned_opt) if outer_opt is None else outer_opt
+    if isinstance(outer_opt, SelfUpdate) and outer_opt.learned_opt is None:
+      outer_opt = SelfUpdate(learned_opt, outer_opt.step_scale)
+    self.outer_opt = outer_opt
+    self.self_training = isinstance(outer_opt, SelfUpdate)
+    self.population_size = population_size
+    self.teacher = teacher
+    self.estimator_config = estimator or EstimatorConfig()
+    self.pbt_config = pbt_config or pbt.PBTConfig()
+    self.eval_config = eval_config or evaluation.EvalConfig()
+    self.seed = seed
+    self.num_outer_steps = num_outer_steps
+    self.estimators = tuple(self.estimator_config.build(f, learned_opt)
+                            for f in task_mixture.families)
+    self._estimate = tuple(
+        jax.vmap(functools.partial(e.compute_gradient_estimate,
+                                   with_summary=False))
+        for e in self.estimators)
+
+  @property
+  def outer_optimizer_name(self) -> str:
+    """"learned" for self-training, else the hand-designed optimizer's class."""
+    return "learned" if self.self_training else type(self.outer_opt).__name__
+
+  # ---- state ---------------------------------------------------------------
+
+  def init(self) -> PopulationState:
+    """Randomly initialised population (members differ by their init key)."""
+    n = self.population_size
+    k_theta, k_est, k_run = jax.random.split(jax.random.PRNGKey(self.seed), 3)
+    thetas = jax.vmap(self.learned_opt.init)(jax.random.split(k_theta, n))
+    outer_state = jax.vmap(functools.partial(
+        self.outer_opt.init, num_steps=self.num_outer_steps))(thetas)
+    weights = jax.vmap(compat.worker_weights)(thetas)
+    est_states = tuple(
+        jax.vmap(e.init_worker_state)(weights, jax.random.split(k, n))
+        for e, k in zip(self.estimators,
+                        jax.random.split(k_est, len(self.estimators))))
+    return PopulationState(
+        outer_opt_state=outer_state, estimator_states=est_states,
+        healthy=jnp.ones(n, bool), meta_loss=jnp.full(n, jnp.inf),
+        key=k_run, step=jnp.asarray(0, jnp.int32))
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def thetas(self, state: PopulationState) -> Any:
+    """[N] learned-optimizer weights."""
+    return jax.vmap(self.outer_opt.get_params)(state.outer_opt_state)
+
+  # ---- middle loop: one outer step -------------------------------------------
+
+  def family_index(self, state: PopulationState) -> int:
+    """The family this step trains on, drawn from the mixture by the run key."""
+    return int(self.task_mixture.sample_index(
+        jax.random.fold_in(state.key, 0)))
+
+  def step(self, state: PopulationState) -> tuple[PopulationState, jax.Array]:
+    """One outer step of every member. Returns (state, [N] PES meta-loss)."""
+    family = self.family_index(state)
+    key, k_est, k_teacher = jax.random.split(state.key, 3)
+    thetas = self.thetas(state)
+    weights = jax.vmap(compat.worker_weights, in_axes=(0, None))(thetas,
+                                                                 state.step)
+    out, _ = self._estimate[family](
+        weights, jax.random.split(k_est, self.population_size),
+        state.estimator_states[family])
+    outer_state, healthy = self._apply_update(
+        state.outer_opt_state, out.grad, out.mean_loss,
+        self._teacher_index(state.meta_loss, k_teacher), state.healthy)
+    est_states = tuple(out.unroll_state if i == family else s
+                       for i, s in enumerate(state.estimator_states))
+    return state.replace(outer_opt_state=outer_state,
+                         estimator_states=est_states, healthy=healthy, key=key,
+                         step=state.step + 1), out.mean_loss
+
+  def _teacher_index(self, meta_loss: jax.Array, key: jax.Array) -> jax.Array:
+    """[N] index of the member whose weights compute member i's update."""
+    n = self.population_size
+    if self.teacher == "random":
+      return jax.random.randint(key, (n,), 0, n)
+    own = jnp.arange(n)
+    if self.teacher == "best":
+      return jnp.where(jnp.isfinite(meta_loss).any(),
+                       jnp.full(n, jnp.argmin(jnp.nan_to_num(meta_loss,
+                                                             nan=jnp.inf))),
+                       own)
+    return own
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _apply_update(self, outer_state, grads, losses, teacher_index, healthy):
+    """jit(vmap(outer update)) for the whole population, plus health flags."""
+    if self.self_training:
+      teachers = pbt.gather(jax.vmap(self.outer_opt.get_params)(outer_state),
+                            teacher_index)
+      new_state = jax.vmap(lambda s, g, l, t: self.outer_opt.update(
+          s, g, loss=l, teacher_theta=t))(outer_state, grads, losses, teachers)
+    else:
+      new_state = jax.vmap(lambda s, g, l: self.outer_opt.update(s, g, loss=l))(
+          outer_state, grads, losses)
+    finite = (_all_finite(grads) & jnp.isfinite(losses)
+              & _all_finite(jax.vmap(self.outer_opt.get_params)(new_state)))
+    return new_state, healthy & finite
+
+  # ---- outer loop: evaluation and PBT ---------------------------------------
+
+  def evaluate(self, state: PopulationState) -> tuple[jax.Array, jax.Array]:
+    """([N] meta-loss, [F, N] per family) on tasks shared by all members."""
+    key = jax.random.fold_in(jax.random.PRNGKey(self.seed + 1), state.step)
+    return evaluation.evaluate_population(
+        self.learned_opt, self.task_mixture.families, self.task_mixture.weights,
+        self.thetas(state), key, self.eval_config)
+
+  def select(self, state: PopulationState, meta_loss: jax.Array
+             ) -> tuple[PopulationState | None, list[dict[str, Any]]]:
+    """Exploit + explore + divergence replacement after an evaluation.
+
+    Returns:
+      (next state, lineage events); state is None when every member diverged
+      and the caller must restore the last good population.
+    """
+    meta_loss = sharding.to_host(meta_loss)
+    healthy = sharding.to_host(state.healthy)
+    fraction = self.pbt_config.exploit_fraction if self.pbt_config.enabled else 0.0
+    rng = np.random.default_rng([self.seed, int(state.step)])
+    source, replaced = pbt.select(meta_loss, healthy, fraction, rng)
+    if (source < 0).all():
+      return None, []
+    events = pbt.lineage_events(int(state.step), source, replaced,
+                                healthy & np.isfinite(meta_loss))
+    state = state.replace(
+        outer_opt_state=pbt.gather(state.outer_opt_state, source),
+        estimator_states=pbt.gather(state.estimator_states, source),
+        meta_loss=jnp.asarray(meta_loss[source]),
+        healthy=jnp.ones(self.population_size, bool))
+    if self.pbt_config.enabled and self.self_training and replaced.any():
+      state = self._explore(state, jnp.asarray(replaced))
+    return state, events
+
+  def _explore(self, state: PopulationState, replaced: jax.Array
+               ) -> PopulationState:
+    key, k_explore = jax.random.split(state.key)
+    outer = state.outer_opt_state
+    step_scale, thetas = pbt.explore(
+        outer.step_scale, self.thetas(state), replaced, k_explore,
+        self.pbt_config.explore_factors, self.pbt_config.weight_noise_std)
+    lopt_state = outer.lopt_state.replace(params=thetas)
+    return state.replace(
+        outer_opt_state=outer.replace(lopt_state=lopt_state,
+                                      step_scale=step_scale), key=key)
