@@ -21,5 +21,5 @@ fi
 # file drops or lifts those pins (see README, "Installation").
 "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" \
   --override "$repo/launch/lo_overrides.txt" \
-  "$jax_spec" -e "$repo[test]"
+  "$jax_spec" -e "${repo}[test]"
 echo "lopt_selftrain installed in $venv"

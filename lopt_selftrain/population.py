@@ -64,8 +64,11 @@ class EstimatorConfig:
     """The lo estimator for one family, on whichever lo API is installed."""
     sched = self.trunc_sched or truncation_schedule.ConstantTruncationSchedule(100)
     kwargs = dict(std=self.std, steps_per_jit=self.steps_per_jit)
-    if self.kind != "full_es":
+    # lo names the unroll length per estimator: PES trunc_length, ES unroll_length.
+    if self.kind == "pes":
       kwargs["trunc_length"] = self.trunc_length
+    elif self.kind == "es":
+      kwargs["unroll_length"] = self.trunc_length
     return compat.make_gradient_estimator(
         self.kind, task_family, learned_opt, sched, self.num_tasks,
         random_initial_iteration_offset=self.random_initial_iteration_offset,

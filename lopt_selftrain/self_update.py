@@ -49,11 +49,12 @@ class SelfUpdate(opt_base.Optimizer):
 
   Args:
     learned_opt: the learned optimizer whose weights are being trained; its
-      `opt_fn(weights)` computes the update of theta.
+      `opt_fn(weights)` computes the update of theta. None lets the population
+      trainer fill in its own learned optimizer (same architecture).
     step_scale: initial multiplier on the learned step at the meta level.
   """
 
-  def __init__(self, learned_opt: lopt_base.LearnedOptimizer,
+  def __init__(self, learned_opt: lopt_base.LearnedOptimizer | None = None,
                step_scale: float = 1.0):
     if not step_scale > 0:
       raise ValueError(f"SelfUpdate.step_scale must be > 0, got {step_scale}")
