@@ -1,0 +1,401 @@
+"""Preemption-safe checkpoints of a meta-training state, and a resumable metrics log.
+
+Meta-training runs for days on preemptible VMs, so every write here is atomic
+(temp file in the same directory, then rename) and every checkpoint carries a
+checksum: a file cut short or damaged by a crash is detected and skipped, never
+half-restored. All I/O goes through `tf.io.gfile`, so a directory may be a local
+path or a `gs://` URL.
+
+Checkpoint file format (one file per checkpoint, `ckpt_<step, 9+ digits>.ckpt`)::
+
+  b"LOPTCK01"                     8 bytes, magic and format version
+  header length H                 8 bytes, unsigned little-endian
+  header                          H bytes, UTF-8 JSON (see below)
+  array data                      raw C-order little-endian bytes of every
+                                  array leaf, in leaf order, back to back
+  sha256                          32 bytes, digest of everything before it
+
+The JSON header is `{"step": int, "metadata": {...}, "leaves": [...]}` with one
+entry per leaf of the state, in `jax.tree_util` flattening order, `None` counting
+as a leaf. Each entry has `path` (`jax.tree_util.keystr`) and `kind`: `"array"`
+(with `dtype` name, `shape`, `nbytes`), `"none"`, or `"int"`/`"float"`/`"bool"`
+(a Python scalar, with `value`). The tree's node types are not stored: restoring
+unflattens into the caller's `target`, after checking leaf paths, kinds, shapes
+and dtypes agree, so static (non-pytree) dataclass fields come from `target`.
+
+Typical resume loop::
+
+  log = JsonlLog(f"{workdir}/metrics.jsonl")
+  found = restore_latest(ckpt_dir, init_state)
+  if found is None:
+    step, state = 0, init_state
+    log.truncate_after(-1)  # Drop what a run killed before its first save logged.
+  else:
+    step, state, meta = found
+    log.truncate_after(step)
+  ...
+  save(ckpt_dir, step, state, {"lineage": lineage, "gin": gin_text})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import struct
+import uuid
+from typing import Any
+
+import jax
+import numpy as np
+import tensorflow as tf
+from jax.experimental import multihost_utils
+
+_MAGIC = b"LOPTCK01"
+_LEN = struct.Struct("<Q")
+_DIGEST_BYTES = 32
+_NAME_RE = re.compile(r"^ckpt_(\d+)\.ckpt$")
+_PY_SCALARS = {"bool": bool, "int": int, "float": float}
+
+
+class IncompatibleCheckpointError(ValueError):
+  """A checkpoint verifies but its tree differs from the target: a different config."""
+
+
+class _CorruptError(Exception):
+  """The file is not a complete, intact checkpoint (e.g. cut short by a crash)."""
+
+
+def checkpoint_path(directory: str, step: int) -> str:
+  """The file that `save(directory, step, ...)` writes."""
+  return f"{directory.rstrip('/')}/ckpt_{step:09d}.ckpt"
+
+
+def list_steps(directory: str) -> list[int]:
+  """Sorted steps of the checkpoint files in `directory` ([] if it does not exist).
+
+  Only names `ckpt_<digits>.ckpt` count; temp files of interrupted saves and
+  unrelated files are ignored. Listed files are not verified.
+  """
+  if not tf.io.gfile.isdir(directory):
+    return []
+  steps = []
+  for name in tf.io.gfile.listdir(directory):
+    match = _NAME_RE.match(name.rstrip("/"))
+    if match:
+      steps.append(int(match.group(1)))
+  return sorted(steps)
+
+
+def _flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
+  """(keystr path, leaf) pairs with `None` as a leaf, so Nones are checked too."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: x is None)
+  return [(jax.tree_util.keystr(p), leaf) for p, leaf in leaves], treedef
+
+
+def _to_host(leaves: list[Any]) -> list[Any]:
+  """Copies jax arrays to host numpy arrays; other leaves pass through.
+
+  `jax.device_get` needs every shard locally, so arrays spread over several
+  processes are first gathered (a collective: every process must call `save`).
+  """
+  gathered = [
+      multihost_utils.process_allgather(x)
+      if isinstance(x, jax.Array) and not x.is_fully_addressable else x
+      for x in leaves
+  ]
+  return jax.device_get(gathered)
+
+
+def _describe(path: str, leaf: Any) -> tuple[dict[str, Any], np.ndarray | None]:
+  """Header entry for one host leaf, plus its little-endian array (None if scalar)."""
+  if leaf is None:
+    return {"path": path, "kind": "none"}, None
+  for kind, cls in _PY_SCALARS.items():
+    if type(leaf) is cls:  # pylint: disable=unidiomatic-typecheck
+      return {"path": path, "kind": kind, "value": leaf}, None
+  if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(
+      leaf.dtype, jax.dtypes.prng_key):
+    raise TypeError(f"Leaf {path} is a typed PRNG key; store jax.random.key_data.")
+  if not isinstance(leaf, np.ndarray | np.generic):
+    raise TypeError(f"Cannot checkpoint leaf {path} of type {type(leaf).__name__}.")
+  arr = np.asarray(leaf, dtype=leaf.dtype.newbyteorder("<"))  # tobytes: C order.
+  entry = {"path": path, "kind": "array", "dtype": arr.dtype.name,
+           "shape": list(arr.shape), "nbytes": arr.nbytes}
+  return entry, arr
+
+
+def _serialize(step: int, state: Any,
+               metadata: dict) -> tuple[bytes, list[np.ndarray]]:
+  """(JSON header, host arrays in leaf order) of `state`."""
+  flat, _ = _flatten(state)
+  host = _to_host([leaf for _, leaf in flat])
+  entries, arrays = [], []
+  for (path, _), leaf in zip(flat, host, strict=True):
+    entry, arr = _describe(path, leaf)
+    entries.append(entry)
+    if arr is not None:
+      arrays.append(arr)
+  header = {"step": step, "metadata": metadata, "leaves": entries}
+  return json.dumps(header).encode(), arrays
+
+
+def _write(path: str, header: bytes, arrays: list[np.ndarray]) -> None:
+  """Writes the file format above, one array at a time (never one big buffer)."""
+  digest = hashlib.sha256()
+  with tf.io.gfile.GFile(path, "wb") as f:
+    for piece in (_MAGIC, _LEN.pack(len(header)), header):
+      digest.update(piece)
+      f.write(piece)
+    for arr in arrays:
+      piece = arr.tobytes()
+      digest.update(piece)
+      f.write(piece)
+    f.write(digest.digest())
+
+
+def save(directory: str, step: int, state: Any, metadata: dict,
+         keep: int = 3) -> str:
+  """Atomically writes `state` and `metadata` as checkpoint `step`, then prunes.
+
+  The file is written under a temp name in `directory`, closed (flushed) and
+  renamed into place, so a crash leaves the previous checkpoints intact plus at
+  worst a stray temp file, which everything here ignores. After the rename,
+  checkpoints with a step above `step` are deleted (they belong to a run that
+  was rewound, e.g. past a corrupt checkpoint, and would otherwise be restored
+  instead of this one), then all but the newest `keep`. Files not named like
+  checkpoints are never touched.
+
+  In a multi-process run every process must call `save` (arrays that are not
+  fully addressable are gathered collectively); only process 0 writes.
+
+  Args:
+    directory: Local path or `gs://` URL; created if missing.
+    step: Non-negative step number, used in the file name.
+    state: Pytree of jax/numpy arrays, numpy scalars, Python bool/int/float
+      and None (flax.struct dataclasses, dicts, tuples, lists...).
+    metadata: JSON-serializable dict, returned by `restore_latest` after a JSON
+      round trip (so tuples come back as lists).
+    keep: How many checkpoints to keep, >= 1.
+
+  Returns:
+    The path of the checkpoint file.
+
+  Raises:
+    TypeError: A leaf or `metadata` cannot be serialized; nothing is written.
+  """
+  if step < 0 or keep < 1:
+    raise ValueError(f"Need step >= 0 and keep >= 1, got step={step} keep={keep}.")
+  path = checkpoint_path(directory, step)
+  header, arrays = _serialize(step, state, metadata)  # Collective: all processes.
+  if jax.process_index() != 0:
+    return path
+  tf.io.gfile.makedirs(directory)
+  tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+  try:
+    _write(tmp, header, arrays)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  except BaseException:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+    raise
+  steps = list_steps(directory)
+  rewound = [s for s in steps if s > step]
+  if rewound:
+    logging.warning("Saved %s; deleting checkpoints %s of the rewound run.",
+                    path, rewound)
+  older = [s for s in steps if s < step]
+  for s in rewound + older[:max(len(older) - (keep - 1), 0)]:
+    try:
+      tf.io.gfile.remove(checkpoint_path(directory, s))
+    except tf.errors.NotFoundError:
+      pass
+  return path
+
+
+def _read_verified(path: str) -> tuple[dict[str, Any], memoryview]:
+  """(header, array data) of an intact file; raises _CorruptError otherwise."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = memoryview(f.read())
+  fixed = len(_MAGIC) + _LEN.size
+  if len(data) < fixed + _DIGEST_BYTES or data[:len(_MAGIC)] != _MAGIC:
+    raise _CorruptError("too short or bad magic")
+  body = data[:-_DIGEST_BYTES]
+  if hashlib.sha256(body).digest() != data[-_DIGEST_BYTES:]:
+    raise _CorruptError("sha256 mismatch")
+  (header_len,) = _LEN.unpack(body[len(_MAGIC):fixed])
+  header = json.loads(bytes(body[fixed:fixed + header_len]))
+  arrays = body[fixed + header_len:]
+  if sum(e.get("nbytes", 0) for e in header["leaves"]) != len(arrays):
+    raise _CorruptError("array data size does not match the header")
+  return header, arrays
+
+
+def _fmt(kind: str, dtype: Any = None, shape: Any = ()) -> str:
+  """'float32[8,2000]' for arrays, the kind otherwise: a leaf's full signature."""
+  if kind != "array":
+    return kind
+  return f"{np.dtype(dtype).name}[{','.join(str(d) for d in shape)}]"
+
+
+def _target_signature(leaf: Any) -> str:
+  """`_fmt` of what a target leaf expects; array leaves may be abstract."""
+  if leaf is None:
+    return "none"
+  for kind, cls in _PY_SCALARS.items():
+    if type(leaf) is cls:  # pylint: disable=unidiomatic-typecheck
+      return kind
+  return _fmt("array", leaf.dtype, leaf.shape)
+
+
+def _restore_into(path: str, header: dict[str, Any], arrays: memoryview,
+                  target: Any) -> Any:
+  """Rebuilds `target`'s tree from a verified file, or raises on any mismatch."""
+  flat, treedef = _flatten(target)
+  entries = header["leaves"]
+  stored = [(e["path"], _fmt(e["kind"], e.get("dtype"), e.get("shape", ())))
+            for e in entries]
+  wanted = [(p, _target_signature(leaf)) for p, leaf in flat]
+  if stored != wanted:
+    i = 0
+    while i < min(len(stored), len(wanted)) and stored[i] == wanted[i]:
+      i += 1
+    have = " ".join(stored[i]) if i < len(stored) else "nothing"
+    want = " ".join(wanted[i]) if i < len(wanted) else "nothing"
+    raise IncompatibleCheckpointError(
+        f"{path}: checkpoint leaf {have} != target leaf {want} (different config?)")
+  leaves, offset = [], 0
+  for (_, leaf), entry in zip(flat, entries, strict=True):
+    if entry["kind"] != "array":
+      leaves.append(entry.get("value"))
+      continue
+    dtype = np.dtype(leaf.dtype)
+    end = offset + entry["nbytes"]
+    buf = np.frombuffer(arrays[offset:end], dtype=dtype.newbyteorder("<"))
+    leaves.append(buf.astype(dtype).reshape(entry["shape"]))
+    offset = end
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def restore_latest(directory: str, target: Any) -> tuple[int, Any, dict] | None:
+  """Restores the newest intact checkpoint in `directory` into `target`'s structure.
+
+  Files that fail verification (cut short, bad checksum) are skipped with a
+  warning naming them, and the next older one is tried. I/O errors other than
+  a file vanishing are raised, not skipped: falling back on a transient error
+  would make the next `save` delete the newer, good checkpoints. No file is
+  modified.
+
+  Args:
+    directory: Local path or `gs://` URL (need not exist).
+    target: A pytree like the saved state, e.g. the freshly initialized one;
+      only its structure, shapes and dtypes are used, so array leaves may be
+      `jax.ShapeDtypeStruct`s (but Python scalars must stay Python scalars,
+      which `jax.eval_shape` does not do).
+
+  Returns:
+    `(step, state, metadata)` with array leaves as fresh, writable numpy arrays
+    (place them on devices as needed), or None if no checkpoint verifies.
+
+  Raises:
+    IncompatibleCheckpointError: The newest intact checkpoint has other leaf
+      paths, kinds, shapes or dtypes than `target`.
+  """
+  for step in reversed(list_steps(directory)):
+    path = checkpoint_path(directory, step)
+    try:
+      header, arrays = _read_verified(path)
+      if header["step"] != step:
+        raise _CorruptError(f"header says step {header['step']}")
+    except tf.errors.NotFoundError:
+      logging.warning("Checkpoint %s vanished while restoring; skipping.", path)
+      continue
+    except _CorruptError as e:
+      logging.warning("Skipping corrupt checkpoint %s: %s.", path, e)
+      continue
+    return step, _restore_into(path, header, arrays, target), header["metadata"]
+  return None
+
+
+def read(path: str) -> list[dict]:
+  """Records of a JSON-lines file ([] if missing), skipping damaged lines.
+
+  A last line without its newline (a write cut short by a crash) is dropped;
+  any line that is not a JSON object is skipped with a warning. Metrics are
+  never worth stopping a run for.
+  """
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path, "rb") as f:
+    lines = f.read().split(b"\n")
+  if lines[-1]:
+    logging.warning("%s: dropping partial last line %r.", path, lines[-1][:80])
+  records = []
+  for number, line in enumerate(lines[:-1], start=1):
+    try:
+      record = json.loads(line)
+    except ValueError:
+      record = None
+    if isinstance(record, dict):
+      records.append(record)
+    elif line.strip():
+      logging.warning("%s:%d: skipping damaged line %r.", path, number, line[:80])
+  return records
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+  """Replaces `path` by `data` through a temp file and rename."""
+  tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+  with tf.io.gfile.GFile(tmp, "wb") as f:
+    f.write(data)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _lines(records: list[dict]) -> bytes:
+  """JSON lines, each ending in a newline: a record is complete once it has one."""
+  return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+class JsonlLog:
+  """Append-only metrics log, one JSON object per line, rewindable on resume.
+
+  Local files are appended to in place (one write per record). `gs://` objects
+  cannot be appended to, so there each `append` reads the object and rewrites it
+  whole through a temp object and rename: O(file size) per call, fine for one
+  record per meta-step of a moderate run.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def append(self, record: dict) -> None:
+    """Writes `record` (JSON-serializable; should carry "step") as one line."""
+    line = _lines([record])
+    if "://" in self.path:
+      old = b""
+      if tf.io.gfile.exists(self.path):
+        with tf.io.gfile.GFile(self.path, "rb") as f:
+          old = f.read()
+      _write_atomic(self.path, old + line)
+      return
+    with tf.io.gfile.GFile(self.path, "ab") as f:  # Closing flushes.
+      f.write(line)
+
+  def read(self) -> list[dict]:
+    """See the module-level `read`."""
+    return read(self.path)
+
+  def truncate_after(self, step: int) -> None:
+    """Atomically keeps only records with record["step"] <= `step`.
+
+    Call it when resuming from checkpoint `step` (-1 for a fresh start), so steps
+    logged after that checkpoint by the lost run do not appear twice. Records
+    without a "step" key are kept; damaged lines are dropped. A missing file
+    stays missing.
+    """
+    if not tf.io.gfile.exists(self.path):
+      return
+    kept = [r for r in read(self.path) if r.get("step", step) <= step]
+    _write_atomic(self.path, _lines(kept))
