@@ -60,8 +60,9 @@ def select(meta_loss: np.ndarray, healthy: np.ndarray, exploit_fraction: float,
 
   Members are ranked by meta-loss (lower is better; non-finite or unhealthy
   counts as worst). The bottom `floor(exploit_fraction * N)` members, and every
-  unhealthy member, copy a member drawn uniformly from the top
-  `max(floor(exploit_fraction * N), 1)` healthy ones.
+  unhealthy member, copy a member drawn uniformly from the top ones: as many
+  healthy members as are replaced by exploitation (at least one, and never
+  overlapping the bottom).
 
   Args:
     meta_loss: [N] evaluation meta-loss of each member.
@@ -81,7 +82,8 @@ def select(meta_loss: np.ndarray, healthy: np.ndarray, exploit_fraction: float,
   score = np.where(ok, meta_loss, np.inf)
   order = np.argsort(score, kind="stable")  # best first
   num_bottom = int(np.floor(exploit_fraction * n))
-  donors = order[:min(max(num_bottom, 1), int(ok.sum()))]
+  num_top = max(1, min(num_bottom, n - num_bottom))  # top and bottom disjoint
+  donors = order[:min(num_top, int(ok.sum()))]
   doomed = np.zeros(n, bool)
   if num_bottom:
     doomed[order[n - num_bottom:]] = True

@@ -290,7 +290,6 @@ class PopulationTrainer:
     step_scale, thetas = pbt.explore(
         outer.step_scale, self.thetas(state), replaced, k_explore,
         self.pbt_config.explore_factors, self.pbt_config.weight_noise_std)
-    lopt_state = outer.lopt_state.replace(params=thetas)
     return state.replace(
-        outer_opt_state=outer.replace(lopt_state=lopt_state,
-                                      step_scale=step_scale), key=key)
+        outer_opt_state=outer.with_theta(thetas).replace(step_scale=step_scale),
+        key=key)

@@ -42,6 +42,17 @@ class SelfUpdateState:
     """Outer iteration, read by lo's `GradientLearner.get_state_for_worker`."""
     return self.lopt_state.iteration
 
+  def with_theta(self, theta: Any) -> SelfUpdateState:
+    """Same state holding `theta`."""
+    return self.replace(lopt_state=_with_params(self.lopt_state, theta))
+
+
+def _with_params(lopt_state: Any, params: Any) -> Any:
+  """lo optimizer states are flax dataclasses or namedtuples with `.params`."""
+  if hasattr(lopt_state, "_replace"):
+    return lopt_state._replace(params=params)
+  return lopt_state.replace(params=params)
+
 
 @gin.configurable
 class SelfUpdate(opt_base.Optimizer):
@@ -107,4 +118,4 @@ class SelfUpdate(opt_base.Optimizer):
     new_theta = jax.tree_util.tree_map(
         lambda old, new: old + scale.astype(old.dtype) * (new - old), theta,
         proposal.params)
-    return opt_state.replace(lopt_state=proposal.replace(params=new_theta))
+    return opt_state.replace(lopt_state=_with_params(proposal, new_theta))
