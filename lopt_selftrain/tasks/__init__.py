@@ -1,0 +1,29 @@
+"""The inner-problem suite: task families, their data, and the meta-training mix.
+
+Importing this package registers every configurable with gin (ours and the lo
+task modules that import on lo 0.0.1), so gin_configs/tasks/*.gin can be parsed
+after `import lopt_selftrain.tasks`. The trainer consumes a `TaskMixture`.
+"""
+
+import lopt_selftrain  # noqa: F401  (restores legacy JAX names before lo)
+from lopt_selftrain.tasks import lo_families  # noqa: F401  (gin registrations)
+from lopt_selftrain.tasks.data import (
+  array_datasets,
+  default_data_dir,
+  load_mnist1d,
+  mnist1d_datasets,
+)
+from lopt_selftrain.tasks.mixture import TaskMixture
+from lopt_selftrain.tasks.mlp_family import MaskedMLPFamily
+from lopt_selftrain.tasks.tfds_data import DatasetNotFoundError, tfds_image_datasets
+
+__all__ = [
+    "DatasetNotFoundError",
+    "MaskedMLPFamily",
+    "TaskMixture",
+    "array_datasets",
+    "default_data_dir",
+    "load_mnist1d",
+    "mnist1d_datasets",
+    "tfds_image_datasets",
+]
