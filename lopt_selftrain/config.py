@@ -22,6 +22,9 @@ from learned_optimization.learned_optimizers import mlp_lopt  # noqa: F401
 from learned_optimization.learned_optimizers import nn_adam  # noqa: F401
 from learned_optimization.learned_optimizers import rnn_mlp_lopt  # noqa: F401
 from learned_optimization.optimizers import base as opt_base  # noqa: F401
+from learned_optimization.outer_trainers import full_es  # noqa: F401
+from learned_optimization.outer_trainers import truncated_es  # noqa: F401
+from learned_optimization.outer_trainers import truncated_pes  # noqa: F401
 from learned_optimization.outer_trainers import truncation_schedule  # noqa: F401
 
 from lopt_selftrain import evaluation, pbt, population, self_update, tasks  # noqa: F401

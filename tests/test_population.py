@@ -1,0 +1,158 @@
+"""The population trainer: vmapped step == per-member loop, PBT on real state,
+divergence handling, start-up validation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from learned_optimization.learned_optimizers import mlp_lopt
+from learned_optimization.optimizers import base as opt_base
+from learned_optimization.outer_trainers import truncation_schedule
+from learned_optimization.tasks import quadratics
+
+from lopt_selftrain import compat, evaluation, pbt, population, train
+from lopt_selftrain.self_update import SelfUpdate
+from lopt_selftrain.tasks import TaskMixture
+
+N = 3
+
+
+def _trainer(outer_opt=None, teacher="self", population_size=N, **pbt_kwargs):
+  return population.PopulationTrainer(
+      learned_opt=mlp_lopt.MLPLOpt(step_mult=0.1, compute_summary=False),
+      task_mixture=TaskMixture([quadratics.FixedDimQuadraticFamily(4)]),
+      outer_opt=outer_opt or SelfUpdate(step_scale=0.01),
+      population_size=population_size, teacher=teacher,
+      estimator=population.EstimatorConfig(
+          num_tasks=2, trunc_length=5, steps_per_jit=5,
+          trunc_sched=truncation_schedule.ConstantTruncationSchedule(20)),
+      pbt_config=pbt.PBTConfig(interval=2, **pbt_kwargs),
+      eval_config=evaluation.EvalConfig(num_tasks=2, num_steps=8),
+      seed=3, num_outer_steps=6)
+
+
+def _member(tree, i):
+  return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def _assert_trees_close(a, b, rtol=2e-5, atol=1e-6):
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
+                               atol=atol)
+
+
+@pytest.mark.parametrize("outer,teacher", [("self", "self"), ("self", "best"),
+                                           ("adam", "self")])
+def test_vmapped_population_step_equals_per_member_loop(outer, teacher):
+  outer_opt = opt_base.Adam(1e-3) if outer == "adam" else SelfUpdate(
+      step_scale=0.01)
+  trainer = _trainer(outer_opt, teacher)
+  state = trainer.init()
+  state = state.replace(meta_loss=jnp.array([3.0, 1.0, 2.0]))  # best = 1
+  new_state, losses = trainer.step(state)
+
+  est = trainer.estimators[0]
+  _, k_est, _ = jax.random.split(state.key, 3)
+  keys = jax.random.split(k_est, N)
+  thetas = trainer.thetas(state)
+  for i in range(N):
+    theta_i = _member(thetas, i)
+    weights = compat.worker_weights(theta_i, state.step)
+    out, _ = est.compute_gradient_estimate(
+        weights, keys[i], _member(state.estimator_states[0], i),
+        with_summary=False)
+    np.testing.assert_allclose(losses[i], out.mean_loss, rtol=2e-5)
+    outer_i = _member(state.outer_opt_state, i)
+    if outer == "adam":
+      expected = trainer.outer_opt.update(outer_i, out.grad, loss=out.mean_loss)
+    else:
+      teacher_theta = _member(thetas, 1) if teacher == "best" else theta_i
+      expected = trainer.outer_opt.update(outer_i, out.grad, loss=out.mean_loss,
+                                          teacher_theta=teacher_theta)
+    _assert_trees_close(trainer.outer_opt.get_params(expected),
+                        _member(trainer.thetas(new_state), i))
+  assert int(new_state.step) == 1 and bool(new_state.healthy.all())
+
+
+def test_members_start_different_and_outer_optimizer_is_learned():
+  trainer = _trainer()
+  thetas = trainer.thetas(trainer.init())
+  assert any(not np.allclose(w[0], w[1])
+             for w in jax.tree_util.tree_leaves(thetas))
+  assert trainer.outer_optimizer_name == "learned"
+  assert trainer.outer_opt.learned_opt is trainer.learned_opt
+
+
+def _poison(state, members):
+  """NaN into the weights of `members` (as a diverged self-update would)."""
+  outer = state.outer_opt_state
+  mask = jnp.zeros(N, bool).at[jnp.asarray(members)].set(True)
+
+  def nan_rows(x):
+    return jnp.where(mask.reshape((-1,) + (1,) * (x.ndim - 1)), jnp.nan, x)
+
+  thetas = jax.tree_util.tree_map(nan_rows, outer.lopt_state.params)
+  return state.replace(outer_opt_state=outer.with_theta(thetas))
+
+
+def test_nan_member_is_flagged_and_replaced_by_a_healthy_copy():
+  trainer = _trainer(exploit_fraction=0.0)
+  state, _ = trainer.step(_poison(trainer.init(), [1]))
+  np.testing.assert_array_equal(state.healthy, [True, False, True])
+  meta_loss, _ = trainer.evaluate(state)
+  assert not np.isfinite(meta_loss[1])
+  new_state, events = trainer.select(state, meta_loss)
+  assert [(e["member"], e["reason"]) for e in events] == [(1, "nonfinite")]
+  donor = events[0]["copied_from"]
+  _assert_trees_close(_member(trainer.thetas(new_state), 1),
+                      _member(trainer.thetas(state), donor), rtol=0, atol=0)
+  assert bool(new_state.healthy.all())
+
+
+def test_exploit_copies_weights_and_optimizer_state_then_explores_scale():
+  trainer = _trainer(exploit_fraction=0.34)  # one of three members
+  state = trainer.init()
+  new_state, events = trainer.select(state, np.array([0.5, 0.1, 0.9]))
+  assert events == [{"step": 0, "member": 2, "copied_from": 1,
+                     "reason": "exploit"}]
+  _assert_trees_close(_member(trainer.thetas(new_state), 2),
+                      _member(trainer.thetas(state), 1), rtol=0, atol=0)
+  _assert_trees_close(_member(new_state.estimator_states, 2),
+                      _member(state.estimator_states, 1), rtol=0, atol=0)
+  scale = np.asarray(new_state.outer_opt_state.step_scale)
+  assert scale[0] == scale[1] == pytest.approx(0.01)
+  assert scale[2] in (pytest.approx(0.008), pytest.approx(0.0125))
+
+
+def test_all_members_diverged_restores_last_good_population(tmp_path,
+                                                            monkeypatch):
+  trainer = _trainer()
+  real_step = trainer.step
+
+  def step(state):
+    state, loss = real_step(state)
+    if int(state.step) == 3:  # every member diverges after step 3
+      state, _ = real_step(_poison(state, [0, 1, 2]))
+      state = state.replace(step=jnp.asarray(3, jnp.int32))
+    return state, loss
+
+  monkeypatch.setattr(trainer, "step", step)
+  final = train.train(trainer, str(tmp_path), max_outer_steps=6)
+  from lopt_selftrain import checkpoint
+  records = checkpoint.read(str(tmp_path / "metrics.jsonl"))
+  assert [r["step"] for r in records] == [0, 2, 4, 6]
+  restore = [e for r in records for e in r["pbt_events"]
+             if e["reason"] == "restore"]
+  assert restore == [{"step": 4, "member": -1, "copied_from": 2,
+                      "reason": "restore"}]
+  for leaf in jax.tree_util.tree_leaves(trainer.thetas(final)):
+    assert np.all(np.isfinite(leaf))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"population_size": 1}, "population_size must be >= 2"),
+    ({"teacher": "oracle"}, "teacher must be one of"),
+])
+def test_bad_trainer_values_fail_at_construction(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    _trainer(**kwargs)
