@@ -30,19 +30,19 @@ from learned_optimization.outer_trainers import truncation_schedule  # noqa: F40
 from lopt_selftrain import evaluation, pbt, population, self_update, tasks  # noqa: F401
 
 OPERATIVE_CONFIG = "operative_config.gin"
-GIN_CONFIG_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin_configs")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse(config_files: Sequence[str], bindings: Sequence[str]) -> None:
   """Parses gin files then bindings; a missing file is a clear error.
 
-  `include` lines resolve against the repository's gin_configs/ directory.
+  `include 'gin_configs/...'` lines resolve from the working directory or,
+  failing that, from the repository root.
   """
   for path in config_files:
     if not tf.io.gfile.exists(path):
       raise FileNotFoundError(f"gin config {path} does not exist")
-  gin.add_config_file_search_path(GIN_CONFIG_DIR)
+  gin.add_config_file_search_path(REPO_ROOT)
   gin.parse_config_files_and_bindings(list(config_files), list(bindings))
 
 

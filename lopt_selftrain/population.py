@@ -32,7 +32,7 @@ from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 from learned_optimization.outer_trainers import truncation_schedule
 
-from lopt_selftrain import compat, evaluation, pbt, sharding
+from lopt_selftrain import compat, data_stream, evaluation, pbt, sharding
 from lopt_selftrain.self_update import SelfUpdate
 
 TEACHER_MODES = ("self", "best", "random")
@@ -160,6 +160,7 @@ class PopulationTrainer:
     self.num_outer_steps = num_outer_steps
     self.estimators = tuple(self.estimator_config.build(f, learned_opt)
                             for f in task_mixture.families)
+    data_stream.make_resumable(task_mixture.families)
     self._estimate = tuple(
         jax.vmap(functools.partial(e.compute_gradient_estimate,
                                    with_summary=False))

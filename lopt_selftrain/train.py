@@ -26,7 +26,7 @@ import tensorflow as tf
 import tqdm
 from absl import app, flags, logging
 
-from lopt_selftrain import checkpoint, config, sharding
+from lopt_selftrain import checkpoint, config, data_stream, sharding
 from lopt_selftrain.population import PopulationState, PopulationTrainer
 
 FLAGS = flags.FLAGS
@@ -155,6 +155,7 @@ def train(trainer: PopulationTrainer, log_dir: str,
       run.metrics.truncate_after(-1)
   else:
     step, tree, meta = restored
+    data_stream.seek(trainer.task_mixture.families, meta["data_positions"])
     state = sharding.shard_population(tree["population"])
     last_good = sharding.shard_population(tree["last_good"])
     logging.info("Resumed from checkpoint at step %d.", step)
@@ -179,6 +180,8 @@ def train(trainer: PopulationTrainer, log_dir: str,
         state = state.replace(meta_loss=jax.numpy.asarray(meta_loss))
       meta["lineage"].extend(events)
       meta["wall_time_s"] = time.time() - start_time
+      meta["data_positions"] = data_stream.positions(
+          trainer.task_mixture.families)
       train_loss = np.mean(train_losses, axis=0) if train_losses else None
       record = _summary_record(trainer, state, meta_loss, per_family,
                                train_loss, meta["wall_time_s"], events)
