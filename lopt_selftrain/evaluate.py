@@ -1,0 +1,176 @@
+r"""absl app: an exported learned optimizer against Adam over a learning-rate grid.
+
+  python -m lopt_selftrain.evaluate --optimizer=lopt.lopt --task=quadratic \
+      [--steps=1000] [--num_tasks=1] [--out_dir=eval_quadratic]
+
+A learned optimizer is only useful if it beats a tuned hand-designed one, so
+every optimizer trains the same task(s), sampled from the named family with a
+fixed key, from the same initial parameters on the same batches (common random
+numbers, as in `evaluation`). Writes into --out_dir (local or gs://):
+curves.png (task-mean training loss per step) and results.md (final and mean
+loss per optimizer; the best Adam learning rate, by mean loss, is marked).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
+
+# isort: split
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from learned_optimization.learned_optimizers import base as lopt_base
+from learned_optimization.tasks import base as tasks_base
+from learned_optimization.tasks import quadratics
+
+from lopt_selftrain import config, evaluation, export, tasks
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402
+
+TASKS: dict[str, Callable[[], tasks_base.TaskFamily]] = {
+    "quadratic": lambda: quadratics.FixedDimQuadraticFamily(10),
+    "mnist1d_mlp": tasks.MaskedMLPFamily,
+}
+FINAL_FRACTION = 0.05  # "final loss" = mean over the last 5% of steps.
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("optimizer", None, "Exported optimizer file (lopt_selftrain.export).")
+flags.DEFINE_string("task", None, f"Task family: one of {sorted(TASKS)}.")
+flags.DEFINE_integer("steps", 1000, "Training steps per task.")
+flags.DEFINE_integer("num_tasks", 1, "Tasks sampled from the family (curves are "
+                     "averaged over them).")
+flags.DEFINE_integer("seed", 0, "Decides the tasks, their init and batches.")
+flags.DEFINE_list("adam_lrs", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2",
+                               "1e-1"], "Adam learning rates to compare against.")
+flags.DEFINE_string("out_dir", None, "Output directory (default: eval_<task>).")
+
+
+def task_family(name: str) -> tasks_base.TaskFamily:
+  """The registered family `name`; ValueError listing the known names otherwise."""
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+  return TASKS[name]()
+
+
+@functools.partial(jax.jit, static_argnames=("learned_opt", "family",
+                                             "num_tasks", "num_steps"))
+def _mean_curves(learned_opt: lopt_base.LearnedOptimizer,
+                 family: tasks_base.TaskFamily, thetas: Any, key: jax.Array,
+                 data: Any, num_tasks: int, num_steps: int) -> jax.Array:
+  """[M, num_steps] task-mean loss curves of M stacked weights, same tasks each."""
+  return jax.vmap(lambda theta: evaluation.inner_losses(
+      learned_opt, family, theta, key, data, num_tasks, num_steps).mean(0))(thetas)
+
+
+def loss_curves(exported: export.Exported, family: tasks_base.TaskFamily,
+                steps: int, num_tasks: int, seed: int,
+                adam_lrs: Sequence[float]) -> dict[str, np.ndarray]:
+  """{label: [steps] mean loss}: "learned" first, then one "Adam lr=..." per lr."""
+  key = jax.random.PRNGKey(seed)
+  data = evaluation.eval_batches(family, num_tasks, steps)
+  curves = {"learned": _mean_curves(
+      exported.learned_opt, family,
+      jax.tree_util.tree_map(lambda x: x[None], exported.theta), key, data,
+      num_tasks, steps)[0]}
+  # lo's LearnableAdam is plain Adam; stacking its weights runs the grid at once.
+  adam = lopt_base.LearnableAdam(use_summary=False)
+  thetas = {k: jnp.full(len(adam_lrs), v) for k, v in adam.init(key).items()}
+  thetas["log_lr"] = jnp.log(jnp.asarray(adam_lrs, jnp.float32))
+  adam_curves = _mean_curves(adam, family, thetas, key, data, num_tasks, steps)
+  for lr, curve in zip(adam_lrs, adam_curves, strict=True):
+    curves[f"Adam lr={lr:g}"] = curve
+  return {k: np.asarray(v) for k, v in curves.items()}
+
+
+def summarize(curves: dict[str, np.ndarray]) -> tuple[dict[str, tuple[float, float]],
+                                                      str]:
+  """({label: (final, mean)}, label of the best Adam by mean loss; nan = worst)."""
+  stats = {}
+  for label, curve in curves.items():
+    tail = max(1, int(len(curve) * FINAL_FRACTION))
+    stats[label] = (float(np.mean(curve[-tail:])), float(np.mean(curve)))
+  adams = [k for k in curves if k.startswith("Adam")]
+  best = min(adams, key=lambda k: np.nan_to_num(stats[k][1], nan=np.inf))
+  return stats, best
+
+
+def markdown_table(stats: dict[str, tuple[float, float]], best: str) -> str:
+  lines = [f"| optimizer | final loss (last {FINAL_FRACTION:.0%} of steps) "
+           "| mean loss |", "| --- | ---: | ---: |"]
+  for label, (final, mean) in stats.items():
+    name = f"**{label}** (best Adam)" if label == best else label
+    lines.append(f"| {name} | {final:.4g} | {mean:.4g} |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(curves: dict[str, np.ndarray], best: str, title: str) -> bytes:
+  """PNG of the curves: learned thick, best Adam dashed, other Adams thin."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for label, curve in curves.items():
+    style = ({"lw": 2.5, "color": "k"} if label == "learned" else
+             {"lw": 1.8, "ls": "--"} if label == best else {"lw": 0.8, "alpha": 0.7})
+    name = f"{label} (best Adam)" if label == best else label
+    ax.plot(np.arange(len(curve)), curve, label=name, **style)
+  finite = np.concatenate([c[np.isfinite(c)] for c in curves.values()])
+  if finite.size and finite.min() > 0:
+    ax.set_yscale("log")
+  ax.set_xlabel("training step")
+  ax.set_ylabel("training loss (mean over tasks)")
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=120)
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def run(exported: export.Exported, family: tasks_base.TaskFamily, task: str,
+        steps: int, out_dir: str, num_tasks: int = 1, seed: int = 0,
+        adam_lrs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1)) -> str:
+  """Evaluates, writes curves.png and results.md; returns the markdown."""
+  if steps < 1 or num_tasks < 1 or not adam_lrs:
+    raise ValueError(f"need steps >= 1, num_tasks >= 1 and an Adam lr, got "
+                     f"{steps}, {num_tasks}, {list(adam_lrs)}")
+  curves = loss_curves(exported, family, steps, num_tasks, seed, adam_lrs)
+  stats, best = summarize(curves)
+  source = exported.provenance
+  title = (f"{task}: {num_tasks} task(s), {steps} steps; learned = member "
+           f"{source.get('member', '?')} at step {source.get('step', '?')}")
+  text = f"## {title}\n\n{markdown_table(stats, best)}"
+  tf.io.gfile.makedirs(out_dir)
+  with tf.io.gfile.GFile(f"{out_dir.rstrip('/')}/curves.png", "wb") as f:
+    f.write(plot(curves, best, title))
+  with tf.io.gfile.GFile(f"{out_dir.rstrip('/')}/results.md", "w") as f:
+    f.write(text)
+  return text
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    if not FLAGS.optimizer or not FLAGS.task:
+      raise ValueError("--optimizer and --task are required")
+    adam_lrs = [float(lr) for lr in FLAGS.adam_lrs]
+    family = task_family(FLAGS.task)
+    exported = export.read(FLAGS.optimizer)
+    text = run(exported, family, FLAGS.task, FLAGS.steps,
+               FLAGS.out_dir or f"eval_{FLAGS.task}", FLAGS.num_tasks,
+               FLAGS.seed, adam_lrs)
+  except ValueError as e:  # Bad flags, task name or file (ExportError): one line.
+    config.exit_with_error(e)
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)

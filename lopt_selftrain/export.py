@@ -1,0 +1,406 @@
+r"""Export a self-trained learned optimizer as one portable file, and load it.
+
+  python -m lopt_selftrain.export --run_dir=runs/demo --out=lopt.lopt [--member=K]
+
+A run directory needs its gin config, its code and a population-sized restore
+to be read; the exported file needs none of that. It holds one member's weights
+theta, the learned optimizer's class and constructor arguments, and where the
+weights came from, so `load_optax(path)` gives a drop-in optax optimizer on any
+machine with lo installed. Without --member the member with the lowest latest
+meta-loss is exported.
+
+File format (written atomically through `tf.io.gfile`, so gs:// works)::
+
+  b"LOPTEX01"      8 bytes, magic and format version
+  payload          msgpack (flax.serialization) of the dict below
+  sha256           32 bytes, digest of magic + payload
+
+  {"learned_opt": {"class": "learned_optimization....mlp_lopt.MLPLOpt",
+                   "gin": "MLPLOpt.exp_mult = 0.001\nMLPLOpt.step_mult = 0.1..."},
+   "theta": flax state dict of the weights,
+   "provenance": {"run_dir", "step", "member", "meta_loss", "lineage", ...}}
+
+The "gin" entry binds every constructor argument of that class (defaults
+included), so the optimizer is rebuilt identically whatever gin config the
+loading program has; it can also be fed to `gin.parse_config` as is.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import importlib
+import math
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
+
+# isort: split
+import flax
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tensorflow as tf
+from absl import app, flags
+from gin import config_parser
+from learned_optimization.learned_optimizers import base as lopt_base
+from learned_optimization.optimizers import base as opt_base
+
+# `train` registers RunConfig, which every operative_config.gin binds.
+from lopt_selftrain import checkpoint, config, train  # noqa: F401
+from lopt_selftrain.population import PopulationTrainer
+
+MAGIC = b"LOPTEX01"
+_DIGEST_BYTES = 32
+
+FLAGS = flags.FLAGS
+
+
+class ExportError(ValueError):
+  """An exported optimizer cannot be written or read; the message is one line."""
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip() or type(error).__name__
+  return text.splitlines()[0].strip()
+
+
+def _names_class(selector: str, class_path: str) -> bool:
+  """True if a gin selector ("MLPLOpt", "mlp_lopt.MLPLOpt", ...) names the class."""
+  return class_path == selector or class_path.endswith("." + selector)
+
+
+def _class_bindings(text: str, class_path: str) -> dict[str, dict[str, Any]]:
+  """{scope: {arg: value}} of the gin bindings in `text` for the class.
+
+  Parsed with gin's own parser, without touching the global gin config.
+  """
+  found: dict[str, dict[str, Any]] = {}
+  for statement in config_parser.ConfigParser(text, gin.config.ParserDelegate()):
+    if (isinstance(statement, config_parser.BindingStatement)
+        and _names_class(statement.selector, class_path)):
+      found.setdefault(statement.scope, {})[statement.arg_name] = statement.value
+  return found
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedOptSpec:
+  """What rebuilds a learned optimizer: its class and every constructor argument.
+
+  Attributes:
+    class_path: importable "module.ClassName" of an lo `LearnedOptimizer`.
+    kwargs: constructor arguments, Python literals only (they are stored as
+      gin text).
+  """
+  class_path: str
+  kwargs: dict[str, Any]
+
+  def __post_init__(self):
+    for name, value in self.kwargs.items():
+      try:
+        literal = ast.literal_eval(repr(value)) == value
+      except (ValueError, SyntaxError):
+        literal = False
+      if not literal:
+        raise ExportError(f"{self.class_name}.{name} = {value!r} is not a Python "
+                          "literal; only literal constructor arguments export")
+
+  @classmethod
+  def of(cls, opt_cls: type, **kwargs: Any) -> LearnedOptSpec:
+    """Spec of `opt_cls(**kwargs)`."""
+    return cls(f"{opt_cls.__module__}.{opt_cls.__qualname__}", kwargs)
+
+  @property
+  def class_name(self) -> str:
+    return self.class_path.rsplit(".", 1)[-1]
+
+  def to_gin(self) -> str:
+    """One `ClassName.arg = value` line per argument, sorted."""
+    return "".join(f"{self.class_name}.{k} = {v!r}\n"
+                   for k, v in sorted(self.kwargs.items()))
+
+  @classmethod
+  def from_gin(cls, class_path: str, text: str) -> LearnedOptSpec:
+    """Inverse of `to_gin`: unscoped bindings of the class only."""
+    scopes = _class_bindings(text, class_path)
+    if set(scopes) - {""}:
+      raise ExportError(f"gin text for {class_path} has scoped bindings "
+                        f"{sorted(set(scopes) - {''})}")
+    return cls(class_path, scopes.get("", {}))
+
+  def build(self) -> lopt_base.LearnedOptimizer:
+    """Imports the class and constructs it with exactly `kwargs`."""
+    module_name, _, name = self.class_path.rpartition(".")
+    try:
+      opt_cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as e:
+      raise ExportError(f"cannot import learned optimizer class "
+                        f"{self.class_path}: {_first_line(e)}") from e
+    if not (isinstance(opt_cls, type)
+            and issubclass(opt_cls, lopt_base.LearnedOptimizer)):
+      raise ExportError(f"{self.class_path} is not an lo LearnedOptimizer")
+    return opt_cls(**self.kwargs)
+
+
+def spec_from_operative_config(learned_opt: lopt_base.LearnedOptimizer,
+                               text: str) -> LearnedOptSpec:
+  """Spec of a gin-built `learned_opt`, from the operative config that built it.
+
+  gin's operative config lists every argument the constructor received from
+  gin, defaults included, which is exactly what a faithful rebuild needs.
+  """
+  opt_cls = type(learned_opt)
+  spec = LearnedOptSpec.of(opt_cls)
+  scopes = _class_bindings(text, spec.class_path)
+  if len(scopes) > 1:
+    raise ExportError(f"the operative config binds {spec.class_name} in several "
+                      f"scopes {sorted(scopes)}; cannot tell which one was used")
+  return LearnedOptSpec.of(opt_cls, **next(iter(scopes.values()), {}))
+
+
+def member_lineage(events: Sequence[dict[str, Any]],
+                   member: int) -> list[dict[str, Any]]:
+  """The PBT events (train.py's lineage) that made `member` what it is, oldest first.
+
+  Walks back from the end: an exploit/nonfinite event replacing the member
+  continues with the member it was copied from, before that step; a
+  population restore continues from the restored step.
+  """
+  chain, before = [], math.inf
+  for event in reversed(events):
+    if event["step"] >= before:
+      continue
+    if event["reason"] == "restore":
+      chain.append(event)
+      before = event["copied_from"] + 1
+    elif event["member"] == member:
+      chain.append(event)
+      member, before = event["copied_from"], event["step"]
+  return chain[::-1]
+
+
+class Exported(NamedTuple):
+  """Contents of an exported file, with the learned optimizer rebuilt."""
+  learned_opt: lopt_base.LearnedOptimizer
+  spec: LearnedOptSpec
+  theta: Any
+  provenance: dict[str, Any]
+
+
+def _fit_theta(learned_opt: lopt_base.LearnedOptimizer, state_dict: Any,
+               where: str) -> Any:
+  """The weights in `learned_opt.init`'s tree, after checking shapes and dtypes."""
+  target = jax.eval_shape(learned_opt.init, jax.random.PRNGKey(0))
+  try:
+    theta = flax.serialization.from_state_dict(target, state_dict)
+    theta = jax.tree_util.tree_map(np.asarray, theta)
+    signature = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), theta)
+    wanted = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), target)
+  except (ValueError, KeyError, TypeError) as e:
+    raise ExportError(f"{where}: weights do not fit the learned optimizer: "
+                      f"{_first_line(e)}") from e
+  if signature != wanted:
+    raise ExportError(f"{where}: weight shapes/dtypes {signature} do not fit the "
+                      f"learned optimizer's {wanted}")
+  return jax.tree_util.tree_map(jnp.asarray, theta)
+
+
+def write(path: str, spec: LearnedOptSpec, theta: Any,
+          provenance: dict[str, Any]) -> None:
+  """Atomically writes an exported optimizer (temp file, then rename).
+
+  Args:
+    path: destination, local or gs://; its directory is created.
+    spec: the learned optimizer to rebuild; must accept `theta`.
+    theta: weights of ONE learned optimizer (no population axis).
+    provenance: msgpack-able dict describing where `theta` came from.
+  """
+  state_dict = flax.serialization.to_state_dict(
+      jax.tree_util.tree_map(np.asarray, theta))
+  _fit_theta(spec.build(), state_dict, path)  # Refuse files that cannot load.
+  payload = flax.serialization.msgpack_serialize({
+      "learned_opt": {"class": spec.class_path, "gin": spec.to_gin()},
+      "theta": state_dict,
+      "provenance": provenance,
+  })
+  data = MAGIC + payload
+  data += hashlib.sha256(data).digest()
+  directory = os.path.dirname(path)
+  if directory:
+    tf.io.gfile.makedirs(directory)
+  tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+  try:
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+      f.write(data)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+
+
+def read(path: str) -> Exported:
+  """Verifies and loads an exported optimizer; ExportError if it is not intact."""
+  if not tf.io.gfile.exists(path):
+    raise ExportError(f"{path} does not exist")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = f.read()
+  if len(data) < len(MAGIC) + _DIGEST_BYTES or not data.startswith(MAGIC):
+    raise ExportError(f"{path} is not an exported learned optimizer "
+                      f"(no {MAGIC.decode()} header)")
+  body, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
+  if hashlib.sha256(body).digest() != digest:
+    raise ExportError(f"{path} is corrupt (sha256 mismatch); export it again")
+  try:
+    contents = flax.serialization.msgpack_restore(body[len(MAGIC):])
+    class_path = contents["learned_opt"]["class"]
+    gin_text = contents["learned_opt"]["gin"]
+    state_dict, provenance = contents["theta"], contents["provenance"]
+  except (KeyError, TypeError, ValueError) as e:  # msgpack errors are ValueErrors.
+    raise ExportError(f"{path} has an unreadable payload: {_first_line(e)}") from e
+  spec = LearnedOptSpec.from_gin(class_path, gin_text)
+  learned_opt = spec.build()
+  return Exported(learned_opt, spec, _fit_theta(learned_opt, state_dict, path),
+                  provenance)
+
+
+def load_lo_optimizer(path: str) -> opt_base.Optimizer:
+  """The exported learned optimizer as an lo Optimizer: `learned_opt.opt_fn(theta)`."""
+  exported = read(path)
+  return exported.learned_opt.opt_fn(exported.theta)
+
+
+def _set_params(state: Any, params: Any) -> Any:
+  """lo optimizer state with other params (flax dataclass or namedtuple state)."""
+  if hasattr(state, "_replace"):
+    return state._replace(params=params)
+  return state.replace(params=params)
+
+
+def load_optax(path: str, num_steps: int | None = None
+               ) -> optax.GradientTransformationExtraArgs:
+  """The exported learned optimizer as an optax transformation.
+
+  `update(grads, state, params, loss=loss)` returns `new_params - params`, so
+  `optax.apply_updates(params, updates)` gives the lo optimizer's new params
+  (up to one rounding of the subtraction). Pass `loss` (the training loss of
+  `params`, a scalar) because learned optimizers may read it; MLPLOpt ignores
+  it, RNNMLPLOpt needs it. `key` (a PRNG key) feeds stochastic learned
+  optimizers. Works under `jax.jit` and inside `optax.chain`. The state keeps
+  a copy of the params (lo optimizers track them); `params` passed to `update`
+  always take precedence, so transformations applied outside stay visible.
+
+  Args:
+    path: exported file.
+    num_steps: planned number of training steps, for learned optimizers whose
+      features depend on training progress.
+  """
+  opt = load_lo_optimizer(path)
+
+  def init(params: optax.Params) -> Any:
+    return opt.init(params, num_steps=num_steps)
+
+  def update(grads: optax.Updates, state: Any, params: optax.Params | None = None,
+             *, loss: jax.Array | None = None, key: jax.Array | None = None,
+             **extra_args: Any) -> tuple[optax.Updates, Any]:
+    del extra_args  # Meant for other transformations of an optax.chain.
+    if params is not None:
+      state = _set_params(state, params)
+    new_state = opt.update(state, grads, loss=loss, key=key)
+    updates = jax.tree_util.tree_map(jnp.subtract, opt.get_params(new_state),
+                                     opt.get_params(state))
+    return updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+def export_run(run_dir: str, out: str, member: int | None = None
+               ) -> dict[str, Any]:
+  """Exports one member of the latest checkpoint of a training run.
+
+  Rebuilds the run's trainer from its operative_config.gin, which replaces the
+  global gin config of this process.
+
+  Args:
+    run_dir: the run's --train_log_dir.
+    out: exported file to write.
+    member: population index; None exports the lowest latest meta-loss.
+
+  Returns:
+    The provenance stored in the file.
+  """
+  run_dir = run_dir.rstrip("/")
+  gin_path = f"{run_dir}/{config.OPERATIVE_CONFIG}"
+  if not tf.io.gfile.isdir(run_dir):
+    raise ExportError(f"run dir {run_dir} does not exist")
+  if not tf.io.gfile.exists(gin_path):
+    raise ExportError(f"{run_dir} has no {config.OPERATIVE_CONFIG}; is it a "
+                      "--train_log_dir of lopt_selftrain.train?")
+  ckpt_dir = f"{run_dir}/checkpoints"
+  if not checkpoint.list_steps(ckpt_dir):  # Fail before the costly rebuild.
+    raise ExportError(f"{ckpt_dir} holds no checkpoint")
+  gin.clear_config()
+  config.parse([gin_path], [])
+  trainer = PopulationTrainer()
+  init = trainer.init()
+  found = checkpoint.restore_latest(ckpt_dir,
+                                    {"population": init, "last_good": init})
+  if found is None:
+    raise ExportError(f"{ckpt_dir} holds no intact checkpoint")
+  step, tree, meta = found
+  state = tree["population"]
+  meta_loss = np.asarray(state.meta_loss, np.float64)
+  size = len(meta_loss)
+  if member is None:
+    if not np.isfinite(meta_loss).any():
+      raise ExportError(f"no member of step {step} has a finite meta-loss; "
+                        "pick one with --member")
+    member = int(np.nanargmin(np.where(np.isfinite(meta_loss), meta_loss,
+                                       np.inf)))
+  elif not 0 <= member < size:
+    raise ExportError(f"--member={member} is out of range: the population has "
+                      f"{size} members (0..{size - 1})")
+  theta = jax.tree_util.tree_map(lambda x: np.asarray(x[member]),
+                                 trainer.thetas(state))
+  with tf.io.gfile.GFile(gin_path) as f:
+    spec = spec_from_operative_config(trainer.learned_opt, f.read())
+  provenance = {
+      "run_dir": run_dir,
+      "step": step,
+      "member": member,
+      "population_size": size,
+      "meta_loss": float(meta_loss[member]),
+      "population_meta_loss": [float(x) for x in meta_loss],
+      "lineage": member_lineage(meta["lineage"], member),
+      "outer_optimizer": trainer.outer_optimizer_name,
+  }
+  write(out, spec, theta, provenance)
+  return provenance
+
+
+flags.DEFINE_string("run_dir", None, "Training run directory (--train_log_dir).")
+flags.DEFINE_string("out", None, "Exported optimizer file to write.")
+flags.DEFINE_integer("member", None,
+                     "Population member to export (default: best meta-loss).")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    if not FLAGS.run_dir or not FLAGS.out:
+      raise ExportError("--run_dir and --out are required")
+    provenance = export_run(FLAGS.run_dir, FLAGS.out, FLAGS.member)
+  except Exception as e:  # noqa: BLE001  -- every failure here: one clear line.
+    config.exit_with_error(e)
+  print(f"exported member {provenance['member']} of step {provenance['step']} "
+        f"(meta-loss {provenance['meta_loss']:.4g}) to {FLAGS.out}")
+
+
+if __name__ == "__main__":
+  app.run(main)

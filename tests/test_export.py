@@ -1,0 +1,264 @@
+"""Exported optimizer files, the lo/optax loaders, the export and evaluate apps."""
+
+import os
+import pathlib
+import re
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl.testing import flagsaver
+from learned_optimization.learned_optimizers import base as lopt_base
+from learned_optimization.learned_optimizers import mlp_lopt
+
+from lopt_selftrain import config, evaluate, export, train
+from lopt_selftrain.population import PopulationTrainer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MLP_SPEC = export.LearnedOptSpec.of(mlp_lopt.MLPLOpt, step_mult=0.1,
+                                    compute_summary=False)
+ADAM_SPEC = export.LearnedOptSpec.of(lopt_base.LearnableAdam, initial_lr=0.01,
+                                     use_summary=False)
+TINY_RUN = """
+PopulationTrainer.learned_opt = @MLPLOpt()
+MLPLOpt.step_mult = 0.1
+MLPLOpt.hidden_size = 8
+MLPLOpt.compute_summary = False
+PopulationTrainer.task_mixture = @TaskMixture()
+TaskMixture.families = [@FixedDimQuadraticFamily()]
+FixedDimQuadraticFamily.dim = 10
+PopulationTrainer.population_size = 2
+PopulationTrainer.num_outer_steps = 2
+PopulationTrainer.estimator = @EstimatorConfig()
+EstimatorConfig.kind = 'es'  # Compiles faster than PES; export does not care.
+EstimatorConfig.num_tasks = 2
+EstimatorConfig.trunc_length = 4
+EstimatorConfig.steps_per_jit = 4
+EstimatorConfig.trunc_sched = @ConstantTruncationSchedule()
+ConstantTruncationSchedule.total_length = 8
+PopulationTrainer.eval_config = @EvalConfig()
+EvalConfig.num_tasks = 2
+EvalConfig.num_steps = 5
+"""
+
+
+def _write(path, spec, seed=0, provenance=None):
+  theta = spec.build().init(jax.random.PRNGKey(seed))
+  export.write(str(path), spec, theta, provenance or {"source": "test"})
+  return theta
+
+
+def _mlp_problem():
+  """A small flax MLP regression: (loss_fn, initial params)."""
+  model = nn.Sequential([nn.Dense(16), nn.tanh, nn.Dense(1)])
+  x = jax.random.normal(jax.random.PRNGKey(0), (64, 4))
+  y = jnp.sin(x.sum(axis=1, keepdims=True))
+  params = model.init(jax.random.PRNGKey(1), x)
+  return jax.jit(lambda p: jnp.mean((model.apply(p, x) - y) ** 2)), params
+
+
+def _assert_trees_close(a, b, **tolerance):
+  jax.tree_util.tree_map(
+      lambda x, y: np.testing.assert_allclose(x, y, **tolerance), a, b)
+
+
+@pytest.mark.parametrize("spec", [MLP_SPEC, ADAM_SPEC], ids=["mlp_lopt", "adam"])
+def test_optax_matches_lo_optimizer_step_by_step(tmp_path, spec):
+  path = tmp_path / "opt.lopt"
+  _write(path, spec)
+  lo_opt = export.load_lo_optimizer(str(path))
+  tx = export.load_optax(str(path), num_steps=10)
+  loss_fn, params = _mlp_problem()
+  lo_state = lo_opt.init(params, num_steps=10)
+  tx_state = tx.init(params)
+  lo_update = jax.jit(lambda s, g, loss: lo_opt.update(s, g, loss=loss))
+  tx_update = jax.jit(lambda g, s, p, loss: tx.update(g, s, p, loss=loss))
+  for _ in range(10):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    lo_state = lo_update(lo_state, grads, loss)
+    updates, tx_state = tx_update(grads, tx_state, params, loss)
+    params = optax.apply_updates(params, updates)
+    # p + (new - p) rounds once: equal to float32 precision.
+    _assert_trees_close(params, lo_opt.get_params(lo_state), rtol=1e-6, atol=1e-7)
+  assert int(tx_state.iteration) == 10
+
+
+def test_file_round_trips(tmp_path):
+  path = tmp_path / "sub" / "opt.lopt"
+  provenance = {"run_dir": "gs://b/run", "step": 3, "member": 1,
+                "meta_loss": 0.5, "lineage": [{"step": 2, "member": 1}]}
+  theta = _write(path, MLP_SPEC, seed=3, provenance=provenance)
+  exported = export.read(str(path))
+  assert exported.spec == MLP_SPEC
+  assert exported.provenance == provenance
+  assert isinstance(exported.learned_opt, mlp_lopt.MLPLOpt)
+  assert exported.learned_opt._step_mult == 0.1
+  jax.tree_util.tree_map(np.testing.assert_array_equal, exported.theta, theta)
+  assert os.listdir(path.parent) == ["opt.lopt"]  # No temp file left behind.
+  # The stored gin text alone rebuilds the same spec.
+  assert export.LearnedOptSpec.from_gin(MLP_SPEC.class_path,
+                                        MLP_SPEC.to_gin()) == MLP_SPEC
+
+
+def test_damaged_files_give_one_line_errors(tmp_path):
+  path = tmp_path / "opt.lopt"
+  _write(path, MLP_SPEC)
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  path.write_bytes(bytes(data))
+  with pytest.raises(export.ExportError, match=r"corrupt \(sha256 mismatch\)"):
+    export.read(str(path))
+  path.write_bytes(b"PK\x03\x04 not ours")
+  with pytest.raises(export.ExportError, match="not an exported learned optimizer"):
+    export.read(str(path))
+  with pytest.raises(export.ExportError, match="does not exist"):
+    export.read(str(tmp_path / "missing.lopt"))
+
+
+def test_write_refuses_weights_that_do_not_fit(tmp_path):
+  theta = MLP_SPEC.build().init(jax.random.PRNGKey(0))
+  wrong = export.LearnedOptSpec.of(mlp_lopt.MLPLOpt, hidden_size=8)
+  with pytest.raises(export.ExportError, match="do not fit"):
+    export.write(str(tmp_path / "opt.lopt"), wrong, theta, {})
+  assert not os.listdir(tmp_path)
+
+
+def test_load_optax_trains_a_flax_mlp(tmp_path):
+  path = tmp_path / "adam.lopt"
+  _write(path, ADAM_SPEC)
+  tx = optax.chain(optax.clip_by_global_norm(10.0), export.load_optax(str(path)))
+  loss_fn, params = _mlp_problem()
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params, loss=loss)
+    return optax.apply_updates(params, updates), state
+
+  initial = float(loss_fn(params))
+  for _ in range(200):
+    params, state = step(params, state)
+  assert float(loss_fn(params)) < 0.2 * initial
+
+
+def _readme_example() -> str:
+  """The README block between the example markers, else tests/readme_example.py."""
+  readme = ROOT / "README.md"
+  text = readme.read_text() if readme.exists() else ""
+  match = re.search(r"<!-- example:start -->\s*```python\n(.*?)```\s*"
+                    r"<!-- example:end -->", text, re.S)
+  if match:
+    return match.group(1)
+  return (ROOT / "tests" / "readme_example.py").read_text()
+
+
+def test_readme_example_runs(tmp_path, monkeypatch, capsys):
+  _write(tmp_path / "optimizer.lopt", ADAM_SPEC)
+  monkeypatch.chdir(tmp_path)
+  exec(compile(_readme_example(), "README example", "exec"), {})
+  final = float(re.search(r"final training loss: (\S+)", capsys.readouterr().out)[1])
+  assert final < 0.1
+
+
+def test_member_lineage_follows_copies_and_restores():
+  events = [
+      {"step": 10, "member": 1, "copied_from": 0, "reason": "exploit"},
+      {"step": 10, "member": 2, "copied_from": 1, "reason": "exploit"},
+      {"step": 20, "member": 0, "copied_from": 2, "reason": "nonfinite"},
+      {"step": 30, "member": -1, "copied_from": 10, "reason": "restore"},
+      {"step": 40, "member": 3, "copied_from": 0, "reason": "exploit"},
+  ]
+  # 3 <- 0 at 40; population restored to step 10's; 0 untouched at <= 10.
+  assert export.member_lineage(events, 3) == [events[3], events[4]]
+  # Without the restore: 0 <- 2 at 20, then 2 <- 1 at 10 (pre-round weights).
+  assert export.member_lineage(events[:3], 0) == [events[1], events[2]]
+  # The restored population of step 10 already had 1 <- 0.
+  assert export.member_lineage(events, 1) == [events[0], events[3]]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A real 2-step run of a population of 2 on 10-d quadratics."""
+  log_dir = str(tmp_path_factory.mktemp("run"))
+  gin.clear_config()
+  config.parse([], [TINY_RUN])
+  trainer = PopulationTrainer()
+  train.RunConfig()  # The app builds it too, so the operative config binds it.
+  config.write_operative_config(log_dir)
+  state = train.train(trainer, log_dir, max_outer_steps=2)
+  gin.clear_config()
+  return log_dir, np.asarray(state.meta_loss), trainer.thetas(state)
+
+
+def test_export_from_a_real_run(tiny_run, tmp_path):
+  log_dir, meta_loss, thetas = tiny_run
+  out = str(tmp_path / "best.lopt")
+  provenance = export.export_run(log_dir, out)
+  best = int(np.argmin(meta_loss))
+  assert provenance["member"] == best
+  assert provenance["step"] == 2
+  assert provenance["meta_loss"] == pytest.approx(float(meta_loss[best]))
+  assert provenance["lineage"] == []
+  exported = export.read(out)
+  assert exported.spec.kwargs["hidden_size"] == 8
+  assert exported.spec.kwargs["step_mult"] == 0.1
+  jax.tree_util.tree_map(lambda t, x: np.testing.assert_array_equal(t, x[best]),
+                         exported.theta, thetas)
+  # The file alone drives training; no gin config or run dir is read.
+  gin.clear_config()
+  loss_fn, params = _mlp_problem()
+  tx = export.load_optax(out)
+  updates, _ = jax.jit(tx.update)(jax.grad(loss_fn)(params), tx.init(params),
+                                  params, loss=loss_fn(params))
+  assert all(np.isfinite(u).all() for u in jax.tree_util.tree_leaves(updates))
+
+
+def _run_app(module, capsys, **flag_values):
+  with flagsaver.flagsaver(**flag_values), pytest.raises(SystemExit) as exit_info:
+    module.main([module.__name__])
+  err = capsys.readouterr().err.strip()
+  return exit_info.value.code, err
+
+
+def test_export_app_errors_are_one_line(tiny_run, tmp_path, capsys):
+  log_dir, _, _ = tiny_run
+  out = str(tmp_path / "x.lopt")
+  code, err = _run_app(export, capsys, run_dir=log_dir, out=out, member=2)
+  assert code == 2 and err == ("error: --member=2 is out of range: the "
+                               "population has 2 members (0..1)")
+  code, err = _run_app(export, capsys, run_dir=str(tmp_path / "nope"), out=out)
+  assert code == 2 and err.startswith("error: run dir") and "\n" not in err
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "empty" / config.OPERATIVE_CONFIG).write_text(
+      (pathlib.Path(log_dir) / config.OPERATIVE_CONFIG).read_text())
+  code, err = _run_app(export, capsys, run_dir=str(tmp_path / "empty"), out=out)
+  assert code == 2 and err.endswith("holds no checkpoint")
+  assert not os.path.exists(out)
+  gin.clear_config()
+
+
+def test_evaluate_compares_with_adam(tmp_path, capsys):
+  path = str(tmp_path / "adam.lopt")
+  _write(path, ADAM_SPEC)
+  out_dir = tmp_path / "eval"
+  text = evaluate.run(export.read(path), evaluate.task_family("quadratic"),
+                      "quadratic", steps=30, out_dir=str(out_dir),
+                      adam_lrs=[1e-3, 1e-2, 1e-1])
+  assert (out_dir / "results.md").read_text() == text
+  assert (out_dir / "curves.png").read_bytes().startswith(b"\x89PNG")
+  rows = {r.split("|")[1].strip(): r.split("|")[2:]
+          for r in text.splitlines()[4:] if r.startswith("| ")}
+  assert [k.replace("**", "").replace(" (best Adam)", "") for k in rows] == [
+      "learned", "Adam lr=0.001", "Adam lr=0.01", "Adam lr=0.1"]
+  assert sum(k.endswith("(best Adam)") for k in rows) == 1
+  # The exported LearnableAdam(lr=0.01) is that Adam: same tasks, same curve.
+  adam_001 = next(v for k, v in rows.items() if "lr=0.01" in k)
+  assert rows["learned"] == adam_001
+  code, err = _run_app(evaluate, capsys, optimizer=path, task="nope")
+  assert code == 2 and err == ("error: unknown task 'nope'; known tasks: "
+                               "mnist1d_mlp, quadratic")
