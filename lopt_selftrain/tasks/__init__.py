@@ -2,10 +2,10 @@
 
 Importing this package registers every configurable with gin (ours and the lo
 task modules that import on lo 0.0.1), so gin_configs/tasks/*.gin can be parsed
-after `import lopt_selftrain.tasks`. The trainer consumes a `TaskMixture`.
+after `import lopt_selftrain.tasks` (importing the parent package first restores
+the legacy JAX names lo needs). The trainer consumes a `TaskMixture`.
 """
 
-import lopt_selftrain  # noqa: F401  (restores legacy JAX names before lo)
 from lopt_selftrain.tasks import lo_families  # noqa: F401  (gin registrations)
 from lopt_selftrain.tasks.data import (
   array_datasets,

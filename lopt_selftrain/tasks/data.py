@@ -132,6 +132,7 @@ def _save_atomic(path: str, arrays: dict) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       np.savez(f, **arrays)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)

@@ -45,7 +45,7 @@ def _load_split(name: str, split: str, data_dir: str | None,
     raise DatasetNotFoundError(
         f"TFDS dataset {name!r} (split {split!r}) is not prepared in data_dir="
         f"{searched!r}; on a machine with network run `tfds build {name} "
-        f"--data_dir={searched}` and copy {searched}/{name} here") from e
+        f"--data_dir=DIR`, then copy DIR/{name} into {searched}") from e
 
   def to_example(ex):
     image = ex["image"]
