@@ -41,6 +41,7 @@ TASKS: dict[str, Callable[[], tasks_base.TaskFamily]] = {
     "mnist1d_mlp": tasks.MaskedMLPFamily,
 }
 FINAL_FRACTION = 0.05  # "final loss" = mean over the last 5% of steps.
+ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("optimizer", None, "Exported optimizer file (lopt_selftrain.export).")
@@ -49,8 +50,8 @@ flags.DEFINE_integer("steps", 1000, "Training steps per task.")
 flags.DEFINE_integer("num_tasks", 1, "Tasks sampled from the family (curves are "
                      "averaged over them).")
 flags.DEFINE_integer("seed", 0, "Decides the tasks, their init and batches.")
-flags.DEFINE_list("adam_lrs", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2",
-                               "1e-1"], "Adam learning rates to compare against.")
+flags.DEFINE_list("adam_lrs", [f"{lr:g}" for lr in ADAM_LRS],
+                  "Adam learning rates to compare against.")
 flags.DEFINE_string("out_dir", None, "Output directory (default: eval_<task>).")
 
 
@@ -104,6 +105,7 @@ def summarize(curves: dict[str, np.ndarray]) -> tuple[dict[str, tuple[float, flo
 
 
 def markdown_table(stats: dict[str, tuple[float, float]], best: str) -> str:
+  """One row per optimizer, in `stats` order, with the best Adam in bold."""
   lines = [f"| optimizer | final loss (last {FINAL_FRACTION:.0%} of steps) "
            "| mean loss |", "| --- | ---: | ---: |"]
   for label, (final, mean) in stats.items():
@@ -136,7 +138,7 @@ def plot(curves: dict[str, np.ndarray], best: str, title: str) -> bytes:
 
 def run(exported: export.Exported, family: tasks_base.TaskFamily, task: str,
         steps: int, out_dir: str, num_tasks: int = 1, seed: int = 0,
-        adam_lrs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1)) -> str:
+        adam_lrs: Sequence[float] = ADAM_LRS) -> str:
   """Evaluates, writes curves.png and results.md; returns the markdown."""
   if steps < 1 or num_tasks < 1 or not adam_lrs:
     raise ValueError(f"need steps >= 1, num_tasks >= 1 and an Adam lr, got "

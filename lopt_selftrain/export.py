@@ -66,11 +66,6 @@ class ExportError(ValueError):
   """An exported optimizer cannot be written or read; the message is one line."""
 
 
-def _first_line(error: BaseException) -> str:
-  text = str(error).strip() or type(error).__name__
-  return text.splitlines()[0].strip()
-
-
 def _names_class(selector: str, class_path: str) -> bool:
   """True if a gin selector ("MLPLOpt", "mlp_lopt.MLPLOpt", ...) names the class."""
   return class_path == selector or class_path.endswith("." + selector)
@@ -141,7 +136,7 @@ class LearnedOptSpec:
       opt_cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as e:
       raise ExportError(f"cannot import learned optimizer class "
-                        f"{self.class_path}: {_first_line(e)}") from e
+                        f"{self.class_path}: {e}") from e
     if not (isinstance(opt_cls, type)
             and issubclass(opt_cls, lopt_base.LearnedOptimizer)):
       raise ExportError(f"{self.class_path} is not an lo LearnedOptimizer")
@@ -204,7 +199,7 @@ def _fit_theta(learned_opt: lopt_base.LearnedOptimizer, state_dict: Any,
     wanted = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), target)
   except (ValueError, KeyError, TypeError) as e:
     raise ExportError(f"{where}: weights do not fit the learned optimizer: "
-                      f"{_first_line(e)}") from e
+                      f"{e}") from e
   if signature != wanted:
     raise ExportError(f"{where}: weight shapes/dtypes {signature} do not fit the "
                       f"learned optimizer's {wanted}")
@@ -262,7 +257,7 @@ def read(path: str) -> Exported:
     gin_text = contents["learned_opt"]["gin"]
     state_dict, provenance = contents["theta"], contents["provenance"]
   except (KeyError, TypeError, ValueError) as e:  # msgpack errors are ValueErrors.
-    raise ExportError(f"{path} has an unreadable payload: {_first_line(e)}") from e
+    raise ExportError(f"{path} has an unreadable payload: {e}") from e
   spec = LearnedOptSpec.from_gin(class_path, gin_text)
   learned_opt = spec.build()
   return Exported(learned_opt, spec, _fit_theta(learned_opt, state_dict, path),
