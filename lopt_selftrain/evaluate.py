@@ -44,15 +44,6 @@ FINAL_FRACTION = 0.05  # "final loss" = mean over the last 5% of steps.
 ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("optimizer", None, "Exported optimizer file (lopt_selftrain.export).")
-flags.DEFINE_string("task", None, f"Task family: one of {sorted(TASKS)}.")
-flags.DEFINE_integer("steps", 1000, "Training steps per task.")
-flags.DEFINE_integer("num_tasks", 1, "Tasks sampled from the family (curves are "
-                     "averaged over them).")
-flags.DEFINE_integer("seed", 0, "Decides the tasks, their init and batches.")
-flags.DEFINE_list("adam_lrs", [f"{lr:g}" for lr in ADAM_LRS],
-                  "Adam learning rates to compare against.")
-flags.DEFINE_string("out_dir", None, "Output directory (default: eval_<task>).")
 
 
 def task_family(name: str) -> tasks_base.TaskFamily:
@@ -157,22 +148,43 @@ def run(exported: export.Exported, family: tasks_base.TaskFamily, task: str,
   return text
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def cli(optimizer: str | None, task: str | None, steps: int, out_dir: str | None,
+        num_tasks: int, seed: int, adam_lrs: Sequence[str]) -> None:
+  """The app minus flag parsing: prints the table, or `error: ...` and exit 2."""
   try:
-    if not FLAGS.optimizer or not FLAGS.task:
+    if not optimizer or not task:
       raise ValueError("--optimizer and --task are required")
-    adam_lrs = [float(lr) for lr in FLAGS.adam_lrs]
-    family = task_family(FLAGS.task)
-    exported = export.read(FLAGS.optimizer)
-    text = run(exported, family, FLAGS.task, FLAGS.steps,
-               FLAGS.out_dir or f"eval_{FLAGS.task}", FLAGS.num_tasks,
-               FLAGS.seed, adam_lrs)
+    lrs = [float(lr) for lr in adam_lrs]
+    family = task_family(task)
+    exported = export.read(optimizer)
+    text = run(exported, family, task, steps, out_dir or f"eval_{task}",
+               num_tasks, seed, lrs)
   except ValueError as e:  # Bad flags, task name or file (ExportError): one line.
     config.exit_with_error(e)
   print(text)
 
 
+def define_flags() -> None:
+  """The app's flags; defined only when run as an app, so imports never clash."""
+  flags.DEFINE_string("optimizer", None,
+                      "Exported optimizer file (lopt_selftrain.export).")
+  flags.DEFINE_string("task", None, f"Task family: one of {sorted(TASKS)}.")
+  flags.DEFINE_integer("steps", 1000, "Training steps per task.")
+  flags.DEFINE_integer("num_tasks", 1, "Tasks sampled from the family (curves "
+                       "are averaged over them).")
+  flags.DEFINE_integer("seed", 0, "Decides the tasks, their init and batches.")
+  flags.DEFINE_list("adam_lrs", [f"{lr:g}" for lr in ADAM_LRS],
+                    "Adam learning rates to compare against.")
+  flags.DEFINE_string("out_dir", None, "Output directory (default: eval_<task>).")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli(FLAGS.optimizer, FLAGS.task, FLAGS.steps, FLAGS.out_dir, FLAGS.num_tasks,
+      FLAGS.seed, FLAGS.adam_lrs)
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -378,24 +378,32 @@ def export_run(run_dir: str, out: str, member: int | None = None
   return provenance
 
 
-flags.DEFINE_string("run_dir", None, "Training run directory (--train_log_dir).")
-flags.DEFINE_string("out", None, "Exported optimizer file to write.")
-flags.DEFINE_integer("member", None,
-                     "Population member to export (default: best meta-loss).")
+def cli(run_dir: str | None, out: str | None, member: int | None) -> None:
+  """The app minus flag parsing: a summary line, or `error: ...` and exit 2."""
+  try:
+    if not run_dir or not out:
+      raise ExportError("--run_dir and --out are required")
+    provenance = export_run(run_dir, out, member)
+  except Exception as e:  # noqa: BLE001  -- every failure here: one clear line.
+    config.exit_with_error(e)
+  print(f"exported member {provenance['member']} of step {provenance['step']} "
+        f"(meta-loss {provenance['meta_loss']:.4g}) to {out}")
+
+
+def define_flags() -> None:
+  """The app's flags; defined only when run as an app, so imports never clash."""
+  flags.DEFINE_string("run_dir", None, "Training run directory (--train_log_dir).")
+  flags.DEFINE_string("out", None, "Exported optimizer file to write.")
+  flags.DEFINE_integer("member", None,
+                       "Population member to export (default: best meta-loss).")
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    if not FLAGS.run_dir or not FLAGS.out:
-      raise ExportError("--run_dir and --out are required")
-    provenance = export_run(FLAGS.run_dir, FLAGS.out, FLAGS.member)
-  except Exception as e:  # noqa: BLE001  -- every failure here: one clear line.
-    config.exit_with_error(e)
-  print(f"exported member {provenance['member']} of step {provenance['step']} "
-        f"(meta-loss {provenance['meta_loss']:.4g}) to {FLAGS.out}")
+  cli(FLAGS.run_dir, FLAGS.out, FLAGS.member)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

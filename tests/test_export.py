@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from absl.testing import flagsaver
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.learned_optimizers import mlp_lopt
 
@@ -218,25 +217,31 @@ def test_export_from_a_real_run(tiny_run, tmp_path):
   assert all(np.isfinite(u).all() for u in jax.tree_util.tree_leaves(updates))
 
 
-def _run_app(module, capsys, **flag_values):
-  with flagsaver.flagsaver(**flag_values), pytest.raises(SystemExit) as exit_info:
-    module.main([module.__name__])
-  err = capsys.readouterr().err.strip()
-  return exit_info.value.code, err
+def _run_app(cli, capsys, *args):
+  """(exit code, stderr) of an app's `cli` that is expected to fail."""
+  with pytest.raises(SystemExit) as exit_info:
+    cli(*args)
+  return exit_info.value.code, capsys.readouterr().err.strip()
 
 
-def test_export_app_errors_are_one_line(tiny_run, tmp_path, capsys):
-  log_dir, _, _ = tiny_run
+def test_export_app(tiny_run, tmp_path, capsys):
+  log_dir, meta_loss, _ = tiny_run
   out = str(tmp_path / "x.lopt")
-  code, err = _run_app(export, capsys, run_dir=log_dir, out=out, member=2)
+  export.cli(log_dir, out, 0)
+  assert capsys.readouterr().out == (f"exported member 0 of step 2 (meta-loss "
+                                     f"{meta_loss[0]:.4g}) to {out}\n")
+  assert export.read(out).provenance["member"] == 0
+  os.remove(out)
+  # Errors: one line, exit status 2, nothing written.
+  code, err = _run_app(export.cli, capsys, log_dir, out, 2)
   assert code == 2 and err == ("error: --member=2 is out of range: the "
                                "population has 2 members (0..1)")
-  code, err = _run_app(export, capsys, run_dir=str(tmp_path / "nope"), out=out)
+  code, err = _run_app(export.cli, capsys, str(tmp_path / "nope"), out, None)
   assert code == 2 and err.startswith("error: run dir") and "\n" not in err
   (tmp_path / "empty").mkdir()
   (tmp_path / "empty" / config.OPERATIVE_CONFIG).write_text(
       (pathlib.Path(log_dir) / config.OPERATIVE_CONFIG).read_text())
-  code, err = _run_app(export, capsys, run_dir=str(tmp_path / "empty"), out=out)
+  code, err = _run_app(export.cli, capsys, str(tmp_path / "empty"), out, None)
   assert code == 2 and err.endswith("holds no checkpoint")
   assert not os.path.exists(out)
   gin.clear_config()
@@ -259,6 +264,7 @@ def test_evaluate_compares_with_adam(tmp_path, capsys):
   # The exported LearnableAdam(lr=0.01) is that Adam: same tasks, same curve.
   adam_001 = next(v for k, v in rows.items() if "lr=0.01" in k)
   assert rows["learned"] == adam_001
-  code, err = _run_app(evaluate, capsys, optimizer=path, task="nope")
+  code, err = _run_app(evaluate.cli, capsys, path, "nope", 10, None, 1, 0,
+                       ["1e-3"])
   assert code == 2 and err == ("error: unknown task 'nope'; known tasks: "
                                "mnist1d_mlp, quadratic")
