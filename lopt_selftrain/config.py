@@ -7,27 +7,52 @@ hand-designed optimizers, truncation schedules, task families).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import uuid
 from collections.abc import Sequence
 from typing import NoReturn
 
-import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
-
 import gin  # noqa: I001
 import tensorflow as tf
 from learned_optimization.learned_optimizers import base as lopt_base  # noqa: F401
-from learned_optimization.learned_optimizers import mlp_lopt  # noqa: F401
-from learned_optimization.learned_optimizers import nn_adam  # noqa: F401
-from learned_optimization.learned_optimizers import rnn_mlp_lopt  # noqa: F401
+from learned_optimization.learned_optimizers import (
+  mlp_lopt,  # noqa: F401
+  nn_adam,  # noqa: F401
+  rnn_mlp_lopt,  # noqa: F401
+)
 from learned_optimization.optimizers import base as opt_base  # noqa: F401
-from learned_optimization.outer_trainers import full_es  # noqa: F401
-from learned_optimization.outer_trainers import truncated_es  # noqa: F401
-from learned_optimization.outer_trainers import truncated_pes  # noqa: F401
-from learned_optimization.outer_trainers import truncation_schedule  # noqa: F401
+from learned_optimization.outer_trainers import (
+  full_es,  # noqa: F401
+  truncated_es,  # noqa: F401
+  truncated_pes,  # noqa: F401
+  truncation_schedule,  # noqa: F401
+)
 
+import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 from lopt_selftrain import evaluation, pbt, population, self_update, tasks  # noqa: F401
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Bookkeeping of a run.
+
+  Attributes:
+    checkpoint_interval: outer steps between checkpoints (rounded up to an
+      evaluation round so a resume never repeats one).
+    keep_checkpoints: newest checkpoints kept on disk.
+  """
+  checkpoint_interval: int = 100
+  keep_checkpoints: int = 3
+
+  def __post_init__(self):
+    if self.checkpoint_interval < 1 or self.keep_checkpoints < 1:
+      raise ValueError("RunConfig.checkpoint_interval and keep_checkpoints must "
+                       f"be >= 1, got {self.checkpoint_interval}, "
+                       f"{self.keep_checkpoints}")
+
 
 OPERATIVE_CONFIG = "operative_config.gin"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -104,11 +104,11 @@ def _population_family_meta_loss(learned_opt, task_family, thetas, key, data,
 
 
 def eval_batches(task_family: tasks_base.TaskFamily, num_tasks: int,
-                 num_steps: int) -> Any:
-  """[num_steps, num_tasks] training batches (or () for data-free families)."""
+                 num_steps: int, split: str = "train") -> Any:
+  """[num_steps, num_tasks] batches of `split` (or () for data-free families)."""
   if task_family.datasets is None:
     return ()
-  return training.get_batches(task_family, (num_steps, num_tasks), split="train")
+  return training.get_batches(task_family, (num_steps, num_tasks), split=split)
 
 
 def evaluate_population(learned_opt: lopt_base.LearnedOptimizer,

@@ -52,8 +52,7 @@ from gin import config_parser
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
-# `train` registers RunConfig, which every operative_config.gin binds.
-from lopt_selftrain import checkpoint, config, train  # noqa: F401
+from lopt_selftrain import checkpoint, config
 from lopt_selftrain.population import PopulationTrainer
 
 MAGIC = b"LOPTEX01"

@@ -240,11 +240,12 @@ class PopulationTrainer:
     if self.self_training:
       teachers = pbt.gather(jax.vmap(self.outer_opt.get_params)(outer_state),
                             teacher_index)
-      new_state = jax.vmap(lambda s, g, l, t: self.outer_opt.update(
-          s, g, loss=l, teacher_theta=t))(outer_state, grads, losses, teachers)
+      new_state = jax.vmap(lambda s, g, loss, t: self.outer_opt.update(
+          s, g, loss=loss, teacher_theta=t))(outer_state, grads, losses, teachers)
     else:
-      new_state = jax.vmap(lambda s, g, l: self.outer_opt.update(s, g, loss=l))(
-          outer_state, grads, losses)
+      new_state = jax.vmap(
+          lambda s, g, loss: self.outer_opt.update(s, g, loss=loss))(
+              outer_state, grads, losses)
     finite = (_all_finite(grads) & jnp.isfinite(losses)
               & _all_finite(jax.vmap(self.outer_opt.get_params)(new_state)))
     return new_state, healthy & finite
@@ -252,8 +253,13 @@ class PopulationTrainer:
   # ---- outer loop: evaluation and PBT ---------------------------------------
 
   def evaluate(self, state: PopulationState) -> tuple[jax.Array, jax.Array]:
-    """([N] meta-loss, [F, N] per family) on tasks shared by all members."""
-    key = jax.random.fold_in(jax.random.PRNGKey(self.seed + 1), state.step)
+    """([N] meta-loss, [F, N] per family) on tasks shared by all members.
+
+    The evaluation tasks (sampled configs, initial parameters, step keys) are
+    the same every round too, like a fixed validation set, so meta-loss curves
+    compare across steps; only the data batches move on with the stream.
+    """
+    key = jax.random.PRNGKey(self.seed + 1)
     return evaluation.evaluate_population(
         self.learned_opt, self.task_mixture.families, self.task_mixture.weights,
         self.thetas(state), key, self.eval_config)

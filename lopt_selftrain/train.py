@@ -11,52 +11,37 @@ Rerunning the same command resumes from the latest valid checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
-
-import gin  # noqa: I001
 import jax
 import numpy as np
 import tensorflow as tf
 import tqdm
 from absl import app, flags, logging
 
+import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 from lopt_selftrain import checkpoint, config, data_stream, sharding
 from lopt_selftrain.population import PopulationState, PopulationTrainer
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_config", [], "Gin config file(s), applied in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, applied last.")
-flags.DEFINE_string("train_log_dir", None, "Output directory (local or gs://).")
-flags.DEFINE_integer("max_outer_steps", None,
-                     "Stop after this many outer steps (caps num_outer_steps).")
-flags.DEFINE_bool("multihost", False,
-                  "Call jax.distributed.initialize() (multi-host TPU slices).")
 
 
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-  """Bookkeeping of a run.
-
-  Attributes:
-    checkpoint_interval: outer steps between checkpoints (rounded up to an
-      evaluation round so a resume never repeats one).
-    keep_checkpoints: newest checkpoints kept on disk.
-  """
-  checkpoint_interval: int = 100
-  keep_checkpoints: int = 3
-
-  def __post_init__(self):
-    if self.checkpoint_interval < 1 or self.keep_checkpoints < 1:
-      raise ValueError("RunConfig.checkpoint_interval and keep_checkpoints must "
-                       f"be >= 1, got {self.checkpoint_interval}, "
-                       f"{self.keep_checkpoints}")
+def define_flags() -> None:
+  """The app's flags; defined only when run as an app, so modules can import
+  each other without clashing flag names."""
+  flags.DEFINE_multi_string("gin_config", [],
+                            "Gin config file(s), applied in order.")
+  flags.DEFINE_multi_string("gin_bindings", [],
+                            "Extra gin bindings, applied last.")
+  flags.DEFINE_string("train_log_dir", None,
+                      "Output directory (local or gs://).")
+  flags.DEFINE_integer("max_outer_steps", None,
+                       "Stop after this many outer steps (caps num_outer_steps).")
+  flags.DEFINE_bool("multihost", False,
+                    "Call jax.distributed.initialize() (multi-host TPU slices).")
 
 
 def _finite_or_none(values: Any) -> list[float | None]:
@@ -111,7 +96,7 @@ class _Run:
   """One training run's side effects: logs, checkpoints, progress (process 0)."""
 
   def __init__(self, trainer: PopulationTrainer, log_dir: str,
-               run_config: RunConfig):
+               run_config: config.RunConfig):
     self.trainer = trainer
     self.log_dir = log_dir
     self.run_config = run_config
@@ -137,9 +122,9 @@ class _Run:
 
 def train(trainer: PopulationTrainer, log_dir: str,
           max_outer_steps: int | None = None,
-          run_config: RunConfig | None = None) -> PopulationState:
+          run_config: config.RunConfig | None = None) -> PopulationState:
   """Runs (or resumes) meta-training; returns the final population state."""
-  run = _Run(trainer, log_dir, run_config or RunConfig())
+  run = _Run(trainer, log_dir, run_config or config.RunConfig())
   interval = trainer.pbt_config.interval
   end = trainer.num_outer_steps
   if max_outer_steps is not None:
@@ -232,7 +217,7 @@ def main(argv: Sequence[str]) -> None:
     config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
     config.check_writable(FLAGS.train_log_dir)
     trainer = PopulationTrainer()
-    run_config = RunConfig()
+    run_config = config.RunConfig()
     sharding.check_population(trainer.population_size)
   except Exception as e:  # noqa: BLE001  -- start-up errors: one clear line.
     config.exit_with_error(e)
@@ -245,4 +230,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

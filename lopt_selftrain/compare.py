@@ -1,0 +1,333 @@
+r"""The paper's comparison on one machine: self-training vs. Adam outer-training.
+
+  python -m lopt_selftrain.compare --out_dir=runs/compare
+
+Arms, all from the same base gin config (same seed, task mix, estimator,
+population size and number of outer steps, hence the same meta-gradient
+budget):
+  selftrain_pbt      the paper's method: self-update + PBT;
+  selftrain_no_pbt   ablation: self-update, members independent;
+  adam_outer_lr*     lo's Adam outer update, members independent, one arm per
+                     learning rate (the best final meta-loss is "tuned").
+Then each arm's best member, and hand-designed Adam over an lr grid, train
+held-out tasks sampled from the training families with a key never used in
+meta-training. Also measured: population-vs-sequential throughput.
+
+Outputs in --out_dir: figure_meta_loss.png, figure_inner_curves.png,
+results.md, results.json, and arms/<arm>/ (each arm's full training log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gin  # noqa: I001
+import jax
+import matplotlib
+import numpy as np
+from absl import app, flags, logging
+from learned_optimization.learned_optimizers import base as lopt_base
+from learned_optimization.optimizers import base as opt_base
+
+import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
+from lopt_selftrain import benchmark, checkpoint, config, evaluation, train
+from lopt_selftrain.population import PopulationTrainer
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HELDOUT_SEED = 2**20  # Never used by training or evaluation keys.
+
+
+def arms(adam_lrs: Sequence[str], with_no_pbt: bool = True
+         ) -> list[tuple[str, list[str]]]:
+  """(name, gin bindings) of every arm."""
+  result = [("selftrain_pbt", [])]
+  if with_no_pbt:
+    result.append(("selftrain_no_pbt", ["PBTConfig.enabled = False"]))
+  for lr in adam_lrs:
+    result.append((f"adam_outer_lr{lr}", [
+        "PopulationTrainer.outer_opt = @Adam()", f"Adam.learning_rate = {lr}",
+        "PBTConfig.enabled = False"]))
+  return result
+
+
+def _build(base_config: str, bindings: Sequence[str]) -> PopulationTrainer:
+  gin.clear_config()
+  config.parse([base_config], list(bindings))
+  return PopulationTrainer()
+
+
+def run_arm(base_config: str, bindings: Sequence[str], log_dir: str
+            ) -> dict[str, Any]:
+  """Trains one arm; returns its metrics and its best member's weights."""
+  trainer = _build(base_config, bindings)
+  start = time.time()
+  state = train.train(trainer, log_dir)
+  meta_loss = np.where(np.isfinite(state.meta_loss), state.meta_loss, np.inf)
+  best = int(np.argmin(meta_loss))
+  return {
+      "trainer": trainer,
+      "records": checkpoint.read(os.path.join(log_dir, "metrics.jsonl")),
+      "best_theta": jax.tree_util.tree_map(lambda x: x[best],
+                                           trainer.thetas(state)),
+      "wall_time_s": time.time() - start,
+  }
+
+
+def steps_to_reach(records: Sequence[dict[str, Any]], target: float
+                   ) -> int | None:
+  """First logged step whose best meta-loss is <= target (None: never)."""
+  for r in records:
+    if r["best_meta_loss"] is not None and r["best_meta_loss"] <= target:
+      return r["step"]
+  return None
+
+
+def improvement_per_100_steps(records: Sequence[dict[str, Any]],
+                              key: str = "median_meta_loss"
+                              ) -> list[float | None]:
+  """Decrease of log(meta-loss) per 100 outer steps in each third of the run.
+
+  A positive feedback loop shows as larger numbers in later thirds.
+  """
+  steps = np.array([r["step"] for r in records], float)
+  values = np.array([np.nan if r[key] is None else r[key] for r in records])
+  edges = np.linspace(steps[0], steps[-1], 4)
+  rates = []
+  for lo_edge, hi_edge in zip(edges[:-1], edges[1:]):
+    i = int(np.argmin(np.abs(steps - lo_edge)))
+    j = int(np.argmin(np.abs(steps - hi_edge)))
+    ok = j > i and values[i] > 0 and values[j] > 0
+    rates.append(float(100 * (np.log(values[i]) - np.log(values[j]))
+                       / (steps[j] - steps[i])) if ok else None)
+  return rates
+
+
+def heldout_curves(trainer: PopulationTrainer,
+                   optimizers: dict[str, tuple[lopt_base.LearnedOptimizer, Any]],
+                   num_tasks: int, num_steps: int) -> dict[str, dict[str, list]]:
+  """Mean training-loss curve per family for each (learned_opt, theta).
+
+  Tasks come from a key no training or evaluation round uses, and batches
+  from the datasets' test split, so nothing here was seen in meta-training.
+  """
+  curves: dict[str, dict[str, list]] = {}
+  key = jax.random.PRNGKey(HELDOUT_SEED + trainer.seed)
+  for name, family, family_key in zip(
+      trainer.task_mixture.names, trainer.task_mixture.families,
+      jax.random.split(key, len(trainer.task_mixture.families))):
+    data = evaluation.eval_batches(family, num_tasks, num_steps, split="test")
+    curves[name] = {}
+    for opt_name, (learned_opt, theta) in optimizers.items():
+      losses = jax.jit(evaluation.inner_losses, static_argnums=(0, 1, 5, 6))(
+          learned_opt, family, theta, family_key, data, num_tasks, num_steps)
+      curves[name][opt_name] = np.asarray(jax.numpy.mean(losses, 0)).tolist()
+  return curves
+
+
+def _final(curve: Sequence[float]) -> float:
+  """Mean of the last 10% of a curve (less noisy than the last step)."""
+  tail = max(1, len(curve) // 10)
+  return float(np.mean(curve[-tail:]))
+
+
+def _plot_meta_loss(results: dict[str, dict[str, Any]], tuned: str | None,
+                    path: str) -> None:
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for name, arm in results.items():
+    recs = arm["records"]
+    steps = [r["step"] for r in recs]
+    members = np.array([[np.nan if v is None else v
+                         for v in r["member_meta_loss"]] for r in recs])
+    style = "-" if name.startswith("selftrain") or name == tuned else ":"
+    line, = ax.plot(steps, np.nanmin(members, 1), style,
+                    label=f"{name} (best member)")
+    ax.fill_between(steps, np.nanpercentile(members, 25, 1),
+                    np.nanpercentile(members, 75, 1), alpha=0.15,
+                    color=line.get_color())
+  ax.set_yscale("log")
+  ax.set_xlabel("outer step")
+  ax.set_ylabel("meta-loss (mean inner loss / initial loss)")
+  ax.set_title("Meta-training: best member, shaded = population 25-75%")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _plot_inner(curves: dict[str, dict[str, list]], path: str) -> None:
+  fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.5),
+                           squeeze=False)
+  for ax, (family, by_opt) in zip(axes[0], curves.items()):
+    for opt_name, curve in by_opt.items():
+      ax.plot(curve, label=opt_name,
+              linestyle="--" if opt_name.startswith("adam_inner") else "-")
+    ax.set_yscale("log")
+    ax.set_title(f"held-out {family} tasks")
+    ax.set_xlabel("inner step")
+    ax.set_ylabel("training loss (mean over tasks)")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
+            outer_steps: int, adam_outer_lrs: Sequence[str],
+            adam_inner_lrs: Sequence[str], heldout_tasks: int,
+            heldout_steps: int, throughput_steps: int,
+            with_no_pbt: bool = True) -> dict[str, Any]:
+  """Runs every arm and writes the figures and tables; returns results.json."""
+  os.makedirs(out_dir, exist_ok=True)
+  common = list(extra_bindings) + [
+      f"PopulationTrainer.num_outer_steps = {outer_steps}"]
+  runs = {}
+  for name, bindings in arms(adam_outer_lrs, with_no_pbt):
+    logging.info("Training arm %s", name)
+    runs[name] = run_arm(base_config, common + bindings,
+                         os.path.join(out_dir, "arms", name))
+
+  def final_best(name):
+    value = runs[name]["records"][-1]["best_meta_loss"]
+    return np.inf if value is None else value
+
+  adam_arms = [n for n in runs if n.startswith("adam_outer")]
+  tuned = min(adam_arms, key=final_best) if adam_arms else None
+  target = final_best(tuned) if tuned else None
+
+  trainer = _build(base_config, common)
+  optimizers = {name: (run["trainer"].learned_opt, run["best_theta"])
+                for name, run in runs.items()}
+  for lr in adam_inner_lrs:
+    optimizers[f"adam_inner_lr{lr}"] = (
+        lopt_base.learned_optimizer_from_opt(opt_base.Adam(float(lr))), None)
+  curves = heldout_curves(trainer, optimizers, heldout_tasks, heldout_steps)
+
+  heldout = {family: {name: _final(c) for name, c in by_opt.items()}
+             for family, by_opt in curves.items()}
+  results = {
+      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+      "machine": f"{os.cpu_count()} CPU cores, {jax.devices()[0].platform}",
+      "base_config": base_config,
+      "bindings": common,
+      "outer_steps": outer_steps,
+      "tuned_adam_outer_arm": tuned,
+      "arms": {
+          name: {
+              "final_best_meta_loss": runs[name]["records"][-1]["best_meta_loss"],
+              "final_median_meta_loss":
+                  runs[name]["records"][-1]["median_meta_loss"],
+              "steps_to_tuned_adam_outer_final": (
+                  None if target is None else
+                  steps_to_reach(runs[name]["records"], target)),
+              "improvement_per_100_steps_by_third":
+                  improvement_per_100_steps(runs[name]["records"]),
+              "wall_time_s": round(runs[name]["wall_time_s"], 1),
+              "heldout_final_loss": {f: heldout[f][name] for f in heldout},
+          } for name in runs},
+      "heldout_adam_inner_final_loss": {
+          f: {n: v for n, v in by_opt.items() if n.startswith("adam_inner")}
+          for f, by_opt in heldout.items()},
+      "heldout": {"tasks_per_family": heldout_tasks, "steps": heldout_steps,
+                  "seed": HELDOUT_SEED + trainer.seed},
+  }
+  if throughput_steps:
+    results["throughput"] = benchmark.population_vs_sequential(
+        trainer, steps=throughput_steps)
+  gin.clear_config()
+
+  _plot_meta_loss(runs, tuned, os.path.join(out_dir, "figure_meta_loss.png"))
+  _plot_inner(curves, os.path.join(out_dir, "figure_inner_curves.png"))
+  with open(os.path.join(out_dir, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  with open(os.path.join(out_dir, "results.md"), "w") as f:
+    f.write(results_markdown(results))
+  return results
+
+
+def _fmt(value: Any) -> str:
+  if value is None:
+    return "not reached"
+  if isinstance(value, float):
+    return f"{value:.4g}"
+  return str(value)
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+  """The tables of results.md."""
+  families = list(results["heldout_adam_inner_final_loss"])
+  lines = [
+      f"Run {results['date']} on {results['machine']}; base config "
+      f"`{results['base_config']}`, {results['outer_steps']} outer steps per "
+      f"arm; tuned Adam outer arm: `{results['tuned_adam_outer_arm']}`.", "",
+      "| arm | final best meta-loss | final median | steps to tuned-Adam-outer "
+      "final | improvement / 100 steps (thirds) | wall time s | "
+      + " | ".join(f"held-out {f}" for f in families) + " |",
+      "|---" * (6 + len(families)) + "|"]
+  for name, arm in results["arms"].items():
+    rates = ", ".join("–" if r is None else f"{r:.3f}"
+                      for r in arm["improvement_per_100_steps_by_third"])
+    lines.append(
+        f"| {name} | {_fmt(arm['final_best_meta_loss'])} | "
+        f"{_fmt(arm['final_median_meta_loss'])} | "
+        f"{_fmt(arm['steps_to_tuned_adam_outer_final'])} | {rates} | "
+        f"{arm['wall_time_s']} | "
+        + " | ".join(_fmt(arm["heldout_final_loss"][f]) for f in families)
+        + " |")
+  lines += ["", "Hand-designed Adam on the same held-out tasks (final loss):",
+            "", "| lr | " + " | ".join(families) + " |",
+            "|---" * (1 + len(families)) + "|"]
+  adam = results["heldout_adam_inner_final_loss"]
+  for opt_name in adam[families[0]]:
+    lines.append(f"| {opt_name.replace('adam_inner_lr', '')} | "
+                 + " | ".join(_fmt(adam[f][opt_name]) for f in families) + " |")
+  if "throughput" in results:
+    t = results["throughput"]
+    lines += ["", f"Throughput ({t['family']}): population of "
+              f"{t['population_size']} {t['population_seconds_per_step']:.4f} "
+              f"s/step vs {t['population_size']} sequential lo learners "
+              f"{t['sequential_seconds_per_step']:.4f} s/step: "
+              f"**{t['speedup']:.2f}x**."]
+  return "\n".join(lines) + "\n"
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The app's flags (defined only when run as an app)."""
+  flags.DEFINE_string("out_dir", None, "Output directory.")
+  flags.DEFINE_string("base_config", "gin_configs/selftrain_cpu_demo.gin",
+                      "Gin config every arm starts from.")
+  flags.DEFINE_multi_string("gin_bindings", [], "Extra bindings for every arm.")
+  flags.DEFINE_integer("outer_steps", 600, "Outer steps per arm.")
+  flags.DEFINE_list("adam_outer_lrs", ["3e-4", "1e-3", "3e-3"],
+                    "Learning rates of the Adam outer-trained arms.")
+  flags.DEFINE_list("adam_inner_lrs", ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1",
+                                       "3e-1"],
+                    "Hand-designed Adam lr grid on the held-out tasks.")
+  flags.DEFINE_integer("heldout_tasks", 16, "Held-out tasks per family.")
+  flags.DEFINE_integer("heldout_steps", 200, "Inner steps on held-out tasks.")
+  flags.DEFINE_integer("throughput_steps", 10,
+                       "Timed steps per side of the throughput benchmark (0: skip).")
+  flags.DEFINE_bool("skip_no_pbt", False, "Skip the no-PBT ablation arm.")
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  if not FLAGS.out_dir:
+    config.exit_with_error(ValueError("--out_dir is required"))
+  compare(FLAGS.out_dir, FLAGS.base_config, FLAGS.gin_bindings,
+          FLAGS.outer_steps, FLAGS.adam_outer_lrs, FLAGS.adam_inner_lrs,
+          FLAGS.heldout_tasks, FLAGS.heldout_steps, FLAGS.throughput_steps,
+          not FLAGS.skip_no_pbt)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,63 @@
+"""A tiny version of the comparison command produces every documented output."""
+
+import json
+import os
+
+import pytest
+
+from lopt_selftrain import compare
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "PopulationTrainer.population_size = 2",
+    "EstimatorConfig.num_tasks = 2",
+    "EstimatorConfig.trunc_length = 5",
+    "EstimatorConfig.steps_per_jit = 5",
+    "ConstantTruncationSchedule.total_length = 10",
+    "PBTConfig.interval = 2",
+    "EvalConfig.num_tasks = 2",
+    "EvalConfig.num_steps = 4",
+    # The data-free quadratic family alone keeps this test's compile time low.
+    "TaskMixture.families = [@demo_quad/FixedDimQuadraticFamily()]",
+    "TaskMixture.weights = [1.0]",
+    "TaskMixture.names = ['quadratic10']",
+]
+
+
+def test_tiny_compare_writes_figures_and_tables(tmp_path):
+  out = str(tmp_path / "cmp")
+  results = compare.compare(
+      out, os.path.join(REPO, "gin_configs", "selftrain_cpu_demo.gin"), TINY,
+      outer_steps=2, adam_outer_lrs=["1e-3"], adam_inner_lrs=["1e-2"],
+      heldout_tasks=2, heldout_steps=5, throughput_steps=1)
+  for name in ("figure_meta_loss.png", "figure_inner_curves.png",
+               "results.md", "results.json"):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  with open(os.path.join(out, "results.json")) as f:
+    saved = json.load(f)
+  assert saved == json.loads(json.dumps(results))
+  assert set(saved["arms"]) == {"selftrain_pbt", "selftrain_no_pbt",
+                                "adam_outer_lr1e-3"}
+  assert saved["tuned_adam_outer_arm"] == "adam_outer_lr1e-3"
+  for arm in saved["arms"].values():
+    assert {"final_best_meta_loss", "final_median_meta_loss",
+            "steps_to_tuned_adam_outer_final",
+            "improvement_per_100_steps_by_third", "wall_time_s",
+            "heldout_final_loss"} <= set(arm)
+    assert set(arm["heldout_final_loss"]) == {"quadratic10"}
+  assert saved["arms"]["adam_outer_lr1e-3"][
+      "steps_to_tuned_adam_outer_final"] is not None
+  assert saved["throughput"]["population_size"] == 2
+  assert saved["throughput"]["speedup"] > 0
+  with open(os.path.join(out, "results.md")) as f:
+    md = f.read()
+  assert "selftrain_pbt" in md and "Throughput" in md
+
+
+def test_steps_to_reach_and_improvement_rates():
+  records = [{"step": s, "best_meta_loss": v, "median_meta_loss": v}
+             for s, v in [(0, 1.0), (100, 0.9), (200, 0.5), (300, 0.1)]]
+  assert compare.steps_to_reach(records, 0.5) == 200
+  assert compare.steps_to_reach(records, 0.01) is None
+  rates = compare.improvement_per_100_steps(records)
+  assert rates == pytest.approx([0.10536, 0.58779, 1.60944], rel=1e-4)

@@ -1,0 +1,76 @@
+"""Every shipped gin config parses and runs 2 outer steps; the demo is pure
+self-training (asserted on the built objects, not on the text)."""
+
+import glob
+import os
+
+import gin
+import jax
+import pytest
+from learned_optimization.optimizers import base as opt_base
+
+from lopt_selftrain import checkpoint, config, population, train
+from lopt_selftrain.self_update import SelfUpdate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOP_LEVEL_CONFIGS = sorted(glob.glob(os.path.join(REPO, "gin_configs", "*.gin")))
+# Evaluation is shrunk so paper-scale configs finish on 2 CPU cores; the
+# training step itself runs exactly as configured.
+SMALL_EVAL = ["EvalConfig.num_tasks = 2", "EvalConfig.num_steps = 4"]
+
+
+def _build(path, bindings=()):
+  gin.clear_config()
+  config.parse([path], list(bindings))
+  return population.PopulationTrainer()
+
+
+def _objects(obj, seen=None):
+  """Every object reachable from `obj` through attributes and containers."""
+  seen = set() if seen is None else seen
+  if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool,
+                                         type(None), jax.Array)):
+    return
+  seen.add(id(obj))
+  yield obj
+  children = (obj.values() if isinstance(obj, dict) else
+              obj if isinstance(obj, (list, tuple, set)) else
+              vars(obj).values() if hasattr(obj, "__dict__") else ())
+  for child in children:
+    yield from _objects(child, seen)
+
+
+def test_there_are_configs_to_check():
+  names = {os.path.basename(p) for p in TOP_LEVEL_CONFIGS}
+  assert {"selftrain_cpu_demo.gin", "adam_outer_baseline_cpu.gin"} <= names
+
+
+@pytest.mark.parametrize("path", TOP_LEVEL_CONFIGS, ids=os.path.basename)
+def test_config_parses_and_runs_two_outer_steps(path, tmp_path):
+  trainer = _build(path, SMALL_EVAL)
+  train.train(trainer, str(tmp_path), max_outer_steps=2)
+  steps = [r["step"] for r in checkpoint.read(str(tmp_path / "metrics.jsonl"))]
+  assert steps == [0, 2]
+  assert checkpoint.list_steps(str(tmp_path / "checkpoints"))[-1] == 2
+  gin.clear_config()
+
+
+def test_demo_is_self_training_with_no_hand_designed_outer_optimizer():
+  trainer = _build(os.path.join(REPO, "gin_configs", "selftrain_cpu_demo.gin"))
+  assert isinstance(trainer.outer_opt, SelfUpdate)
+  assert trainer.outer_opt.learned_opt is trainer.learned_opt
+  assert trainer.outer_optimizer_name == "learned"
+  hand_designed = [o for o in _objects(trainer)
+                   if isinstance(o, opt_base.Optimizer)
+                   and not isinstance(o, SelfUpdate)]
+  assert hand_designed == []
+  gin.clear_config()
+
+
+def test_baseline_uses_adam_and_no_pbt():
+  trainer = _build(os.path.join(REPO, "gin_configs",
+                                "adam_outer_baseline_cpu.gin"))
+  assert isinstance(trainer.outer_opt, opt_base.Adam)
+  assert trainer.outer_optimizer_name == "Adam"
+  assert not trainer.pbt_config.enabled
+  gin.clear_config()
