@@ -122,8 +122,14 @@ class _Run:
 
 def train(trainer: PopulationTrainer, log_dir: str,
           max_outer_steps: int | None = None,
-          run_config: config.RunConfig | None = None) -> PopulationState:
-  """Runs (or resumes) meta-training; returns the final population state."""
+          run_config: config.RunConfig | None = None,
+          write_operative_config: bool = False) -> PopulationState:
+  """Runs (or resumes) meta-training; returns the final population state.
+
+  `write_operative_config` saves gin's operative config into `log_dir` only
+  once the checkpoint there (if any) restored, so a rerun refused for an
+  incompatible config keeps the config that the checkpoints were trained with.
+  """
   run = _Run(trainer, log_dir, run_config or config.RunConfig())
   interval = trainer.pbt_config.interval
   end = trainer.num_outer_steps
@@ -146,6 +152,8 @@ def train(trainer: PopulationTrainer, log_dir: str,
     logging.info("Resumed from checkpoint at step %d.", step)
     if run.is_chief:
       run.metrics.truncate_after(step)
+  if write_operative_config and run.is_chief:
+    config.write_operative_config(log_dir)
 
   start_time = time.time() - meta["wall_time_s"]
   step = int(state.step)
@@ -221,10 +229,9 @@ def main(argv: Sequence[str]) -> None:
     sharding.check_population(trainer.population_size)
   except Exception as e:  # noqa: BLE001  -- start-up errors: one clear line.
     config.exit_with_error(e)
-  if jax.process_index() == 0:
-    config.write_operative_config(FLAGS.train_log_dir)
   try:
-    train(trainer, FLAGS.train_log_dir, FLAGS.max_outer_steps, run_config)
+    train(trainer, FLAGS.train_log_dir, FLAGS.max_outer_steps, run_config,
+          write_operative_config=True)
   except checkpoint.IncompatibleCheckpointError as e:
     config.exit_with_error(e)
 
