@@ -199,8 +199,8 @@ class PopulationTrainer:
 
   def family_index(self, state: PopulationState) -> int:
     """The family this step trains on, drawn from the mixture by the run key."""
-    return int(self.task_mixture.sample_index(
-        jax.random.fold_in(state.key, 0)))
+    return int(sharding.to_host(self.task_mixture.sample_index(
+        jax.random.fold_in(state.key, 0))))
 
   def step(self, state: PopulationState) -> tuple[PopulationState, jax.Array]:
     """One outer step of every member. Returns (state, [N] PES meta-loss)."""
@@ -275,28 +275,37 @@ class PopulationTrainer:
     meta_loss = sharding.to_host(meta_loss)
     healthy = sharding.to_host(state.healthy)
     fraction = self.pbt_config.exploit_fraction if self.pbt_config.enabled else 0.0
-    rng = np.random.default_rng([self.seed, int(state.step)])
+    step = int(sharding.to_host(state.step))
+    rng = np.random.default_rng([self.seed, step])
     source, replaced = pbt.select(meta_loss, healthy, fraction, rng)
     if (source < 0).all():
       return None, []
-    events = pbt.lineage_events(int(state.step), source, replaced,
+    events = pbt.lineage_events(step, source, replaced,
                                 healthy & np.isfinite(meta_loss))
+    return self._exploit_explore(state, source, replaced, meta_loss), events
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _exploit_explore(self, state: PopulationState, source: jax.Array,
+                       replaced: jax.Array, meta_loss: jax.Array
+                       ) -> PopulationState:
+    """Applies one selection as a single jitted computation.
+
+    One computation (rather than an eager op per leaf) also keeps the order of
+    cross-host collectives identical on every process.
+    """
     state = state.replace(
         outer_opt_state=pbt.gather(state.outer_opt_state, source),
         estimator_states=pbt.gather(state.estimator_states, source),
-        meta_loss=jnp.asarray(meta_loss[source]),
+        meta_loss=meta_loss[source],
         healthy=jnp.ones(self.population_size, bool))
-    if self.pbt_config.enabled and self.self_training and replaced.any():
-      state = self._explore(state, jnp.asarray(replaced))
-    return state, events
-
-  def _explore(self, state: PopulationState, replaced: jax.Array
-               ) -> PopulationState:
+    if not (self.pbt_config.enabled and self.self_training):
+      return state
     key, k_explore = jax.random.split(state.key)
     outer = state.outer_opt_state
     step_scale, thetas = pbt.explore(
-        outer.step_scale, self.thetas(state), replaced, k_explore,
-        self.pbt_config.explore_factors, self.pbt_config.weight_noise_std)
+        outer.step_scale, jax.vmap(self.outer_opt.get_params)(outer), replaced,
+        k_explore, self.pbt_config.explore_factors,
+        self.pbt_config.weight_noise_std)
     return state.replace(
         outer_opt_state=outer.with_theta(thetas).replace(step_scale=step_scale),
         key=key)

@@ -55,7 +55,7 @@ def _summary_record(trainer: PopulationTrainer, state: PopulationState,
                     events: list[dict[str, Any]]) -> dict[str, Any]:
   finite = meta_loss[np.isfinite(meta_loss)]
   record = {
-      "step": int(state.step),
+      "step": int(sharding.to_host(state.step)),
       "wall_time_s": round(wall_time, 3),
       "member_meta_loss": _finite_or_none(meta_loss),
       "best_meta_loss": float(finite.min()) if finite.size else None,
@@ -72,7 +72,7 @@ def _summary_record(trainer: PopulationTrainer, state: PopulationState,
   }
   if trainer.self_training:
     record["member_step_scale"] = _finite_or_none(
-        state.outer_opt_state.step_scale)
+        sharding.to_host(state.outer_opt_state.step_scale))
   return record
 
 
@@ -156,7 +156,7 @@ def train(trainer: PopulationTrainer, log_dir: str,
     config.write_operative_config(log_dir)
 
   start_time = time.time() - meta["wall_time_s"]
-  step = int(state.step)
+  step = int(sharding.to_host(state.step))
   train_losses = []
   progress = tqdm.tqdm(total=end, initial=step, disable=not run.is_chief,
                        dynamic_ncols=True, desc="outer steps", file=sys.stderr)
@@ -170,7 +170,10 @@ def train(trainer: PopulationTrainer, log_dir: str,
         state, events, last_good = _select(trainer, state, meta_loss,
                                            last_good, meta)
       else:
-        state = state.replace(meta_loss=jax.numpy.asarray(meta_loss))
+        state = state.replace(meta_loss=meta_loss)
+      # Selection built some fields on the host: put the population back on
+      # the mesh (a no-op on one device).
+      state = sharding.shard_population(state)
       meta["lineage"].extend(events)
       meta["wall_time_s"] = time.time() - start_time
       meta["data_positions"] = data_stream.positions(
@@ -186,7 +189,7 @@ def train(trainer: PopulationTrainer, log_dir: str,
     if step >= end:
       break
     state, loss = trainer.step(state)
-    train_losses.append(np.asarray(loss))
+    train_losses.append(sharding.to_host(loss))
     step += 1
     progress.update(1)
   progress.close()
@@ -202,12 +205,13 @@ def _select(trainer: PopulationTrainer, state: PopulationState,
   if new_state is not None:
     return new_state, events, new_state
   meta["restores"] += 1
+  now, then = (int(sharding.to_host(s.step)) for s in (state, last_good))
   logging.warning("Every member diverged at step %d; restoring the population "
-                  "of step %d.", int(state.step), int(last_good.step))
+                  "of step %d.", now, then)
   restored = last_good.replace(
       step=state.step, key=jax.random.fold_in(state.key, meta["restores"]))
-  events = [{"step": int(state.step), "member": -1,
-             "copied_from": int(last_good.step), "reason": "restore"}]
+  events = [{"step": now, "member": -1, "copied_from": then,
+             "reason": "restore"}]
   return restored, events, last_good
 
 
