@@ -1,4 +1,5 @@
-"""Throughput: one vmapped population step vs. sequential lo learners.
+"""Throughput: the vmapped population step vs. sequential lo learners, and the
+population step time on however many devices JAX sees.
 
 The claim being measured is that keeping the population as a leading array axis
 is much faster than running members one after another with lo's own
@@ -7,6 +8,8 @@ family, lo gradient estimator settings and a hand-designed Adam outer update,
 so the only difference is vmapped-population vs. a Python loop over learners.
 
   python -m lopt_selftrain.benchmark --gin_config=gin_configs/selftrain_cpu_demo.gin
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m \
+      lopt_selftrain.benchmark --gin_config=... --mode=devices
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from learned_optimization.optimizers import base as opt_base
 from learned_optimization.outer_trainers import gradient_learner
 
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
-from lopt_selftrain import config, pbt
+from lopt_selftrain import config, pbt, sharding
 from lopt_selftrain.population import PopulationTrainer
 from lopt_selftrain.tasks import TaskMixture
 
@@ -87,6 +90,14 @@ def population_vs_sequential(trainer: PopulationTrainer, family_index: int = 0,
   }
 
 
+def population_step_seconds(trainer: PopulationTrainer, steps: int = 20,
+                            warmup: int = 3) -> float:
+  """Seconds per population step, population sharded over all devices."""
+  step = lambda s: trainer.step(s)[0]  # noqa: E731
+  state, _ = _timed(step, sharding.shard_population(trainer.init()), warmup)
+  return _timed(step, state, steps)[1] / steps
+
+
 FLAGS = flags.FLAGS
 
 
@@ -97,6 +108,11 @@ def main(argv: Sequence[str]) -> None:
     trainer = PopulationTrainer()
   except Exception as e:  # noqa: BLE001  -- start-up errors: one clear line.
     config.exit_with_error(e)
+  if FLAGS.mode == "devices":
+    seconds = population_step_seconds(trainer, FLAGS.steps)
+    print(f"| {jax.device_count()} | {trainer.population_size} | "
+          f"{seconds:.4f} |")
+    return
   result = population_vs_sequential(trainer, FLAGS.family_index, FLAGS.steps)
   n = result["population_size"]
   print(f"| population | family | population s/step | {n} sequential lo "
@@ -112,4 +128,7 @@ if __name__ == "__main__":
   flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
   flags.DEFINE_integer("family_index", 0, "Mixture family to benchmark on.")
   flags.DEFINE_integer("steps", 20, "Timed outer steps per side.")
+  flags.DEFINE_enum("mode", "sequential", ["sequential", "devices"],
+                    "sequential: population vs. lo learners; devices: step "
+                    "time on the visible devices.")
   app.run(main)

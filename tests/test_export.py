@@ -146,14 +146,12 @@ def test_load_optax_trains_a_flax_mlp(tmp_path):
 
 
 def _readme_example() -> str:
-  """The README block between the example markers, else tests/readme_example.py."""
-  readme = ROOT / "README.md"
-  text = readme.read_text() if readme.exists() else ""
+  """The README's code block between the example markers."""
+  text = (ROOT / "README.md").read_text()
   match = re.search(r"<!-- example:start -->\s*```python\n(.*?)```\s*"
                     r"<!-- example:end -->", text, re.S)
-  if match:
-    return match.group(1)
-  return (ROOT / "tests" / "readme_example.py").read_text()
+  assert match, "README.md lost its <!-- example:start/end --> block"
+  return match.group(1)
 
 
 def test_readme_example_runs(tmp_path, monkeypatch, capsys):
