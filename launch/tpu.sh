@@ -41,7 +41,7 @@ Options:
   --jax SPEC               JAX requirement (default: jax[tpu])
  run:
   --gin-config FILE        gin file relative to the repo root (required, repeatable)
-  --gin-binding BINDING    gin binding, e.g. 'train.seed=1' (repeatable)
+  --gin-binding BINDING    gin binding, e.g. 'PopulationTrainer.seed=1' (repeatable)
   --log-dir gs://BUCKET/DIR  training log dir (required; also for fetch)
   --max-outer-steps N      stop after N outer steps
  logs:
