@@ -1,0 +1,86 @@
+"""Running the train app as a user would, for the reliability and bad-input tests.
+
+Every process imports TF + JAX (~8 s on an idle machine) and compiles the
+population step, so the subprocesses of a pytest session share a persistent JAX
+compilation cache: only the first one compiles, restarts pay just the import.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import gin
+
+from lopt_selftrain import config
+from lopt_selftrain.population import PopulationTrainer
+
+TINY_CONFIG = os.path.join(config.REPO_ROOT, "gin_configs", "tests",
+                           "tiny_quadratic.gin")
+
+# Adds the embedded MNIST-1D family (a data stream) to the tiny config.
+MNIST1D_BINDINGS = (
+    "tiny_mlp/mnist1d_datasets.batch_size = 4",
+    "tiny_mlp/MaskedMLPFamily.datasets = @tiny_mlp/mnist1d_datasets()",
+    "tiny_mlp/MaskedMLPFamily.max_width = 4",
+    "tiny_mlp/MaskedMLPFamily.min_width = 2",
+    "tiny_mlp/MaskedMLPFamily.max_depth = 1",
+    "TaskMixture.families = [@tiny_quad/FixedDimQuadraticFamily(), "
+    "@tiny_mlp/MaskedMLPFamily()]",
+)
+
+
+def app_env(tmp_path_factory) -> dict[str, str]:
+  """Environment of an app process: CPU only, quiet TF, and a compile cache
+  shared by every app process of the pytest session."""
+  jax_cache_dir = tmp_path_factory.getbasetemp() / "jax_cache"
+  env = dict(os.environ)
+  env.update({
+      "TF_CPP_MIN_LOG_LEVEL": "3",
+      "CUDA_VISIBLE_DEVICES": "",
+      "JAX_PLATFORMS": "cpu",
+      "JAX_COMPILATION_CACHE_DIR": str(jax_cache_dir),
+      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+  })
+  return env
+
+
+def app_command(log_dir: str, *flags: str, gin_configs=(TINY_CONFIG,),
+                bindings=()) -> list[str]:
+  """`python -m lopt_selftrain.train` with the given configs, bindings, flags."""
+  return ([sys.executable, "-m", "lopt_selftrain.train",
+           f"--train_log_dir={log_dir}"]
+          + [f"--gin_config={c}" for c in gin_configs]
+          + [f"--gin_bindings={b}" for b in bindings] + list(flags))
+
+
+def start(command: list[str], env: dict[str, str],
+          output: pathlib.Path) -> subprocess.Popen:
+  """Starts the app writing stdout and stderr to `output`.out and `output`.err.
+
+  Files, not pipes: tqdm's progress would fill an unread pipe and stall the run.
+  """
+  with open(f"{output}.out", "w") as out, open(f"{output}.err", "w") as err:
+    return subprocess.Popen(command, env=env, cwd=config.REPO_ROOT,
+                            stdout=out, stderr=err)
+
+
+def stderr(output: pathlib.Path) -> str:
+  """What a process started with `start(..., output)` wrote to stderr."""
+  return pathlib.Path(f"{output}.err").read_text()
+
+
+def last_line(text: str) -> str:
+  """The last non-empty line of a process's output ('' if none)."""
+  lines = [line for line in text.splitlines() if line.strip()]
+  return lines[-1] if lines else ""
+
+
+def gin_trainer(*bindings: str) -> PopulationTrainer:
+  """The trainer the app builds from the tiny config (+ bindings), in-process."""
+  try:
+    config.parse([TINY_CONFIG], bindings)
+    return PopulationTrainer()
+  finally:
+    gin.clear_config()
