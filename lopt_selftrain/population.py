@@ -180,15 +180,27 @@ class PopulationTrainer:
     thetas = jax.vmap(self.learned_opt.init)(jax.random.split(k_theta, n))
     outer_state = jax.vmap(functools.partial(
         self.outer_opt.init, num_steps=self.num_outer_steps))(thetas)
-    weights = jax.vmap(compat.worker_weights)(thetas)
-    est_states = tuple(
-        jax.vmap(e.init_worker_state)(weights, jax.random.split(k, n))
-        for e, k in zip(self.estimators,
-                        jax.random.split(k_est, len(self.estimators))))
-    return PopulationState(
-        outer_opt_state=outer_state, estimator_states=est_states,
+    state = PopulationState(
+        outer_opt_state=outer_state, estimator_states=(),
         healthy=jnp.ones(n, bool), meta_loss=jnp.full(n, jnp.inf),
         key=k_run, step=jnp.asarray(0, jnp.int32))
+    return self.fresh_unrolls(state, k_est)
+
+  def fresh_unrolls(self, state: PopulationState, key: jax.Array
+                    ) -> PopulationState:
+    """New inner problems (lo estimator states) for every member and family.
+
+    Unroll states are by far the largest part of the state and carry no
+    learned information, so a kept-aside population (PBT's last good one)
+    stores only weights and optimizer states and gets fresh unrolls on restore.
+    """
+    n = self.population_size
+    weights = jax.vmap(compat.worker_weights, in_axes=(0, None))(
+        self.thetas(state), state.step)
+    return state.replace(estimator_states=tuple(
+        jax.vmap(e.init_worker_state)(weights, jax.random.split(k, n))
+        for e, k in zip(self.estimators,
+                        jax.random.split(key, len(self.estimators)))))
 
   @functools.partial(jax.jit, static_argnums=0)
   def thetas(self, state: PopulationState) -> Any:

@@ -137,10 +137,10 @@ def train(trainer: PopulationTrainer, log_dir: str,
     end = min(end, max_outer_steps)
 
   state = sharding.shard_population(trainer.init())
-  target = {"population": state, "last_good": state}
+  target = {"population": state, "last_good": _without_unrolls(state)}
   restored = checkpoint.restore_latest(run.ckpt_dir, target)
   if restored is None:
-    last_good = state
+    last_good = target["last_good"]
     meta = {"lineage": [], "wall_time_s": 0.0, "restores": 0}
     if run.is_chief:
       run.metrics.truncate_after(-1)
@@ -196,6 +196,11 @@ def train(trainer: PopulationTrainer, log_dir: str,
   return state
 
 
+def _without_unrolls(state: PopulationState) -> PopulationState:
+  """The last good population is kept without its (large) unroll states."""
+  return state.replace(estimator_states=())
+
+
 def _select(trainer: PopulationTrainer, state: PopulationState,
             meta_loss: np.ndarray, last_good: PopulationState,
             meta: dict[str, Any]
@@ -203,13 +208,15 @@ def _select(trainer: PopulationTrainer, state: PopulationState,
   """PBT round; restores the last good population if every member diverged."""
   new_state, events = trainer.select(state, meta_loss)
   if new_state is not None:
-    return new_state, events, new_state
+    return new_state, events, _without_unrolls(new_state)
   meta["restores"] += 1
   now, then = (int(sharding.to_host(s.step)) for s in (state, last_good))
   logging.warning("Every member diverged at step %d; restoring the population "
                   "of step %d.", now, then)
-  restored = last_good.replace(
-      step=state.step, key=jax.random.fold_in(state.key, meta["restores"]))
+  key, k_unrolls = jax.random.split(
+      jax.random.fold_in(state.key, meta["restores"]))
+  restored = trainer.fresh_unrolls(
+      last_good.replace(step=state.step, key=key), k_unrolls)
   events = [{"step": now, "member": -1, "copied_from": then,
              "reason": "restore"}]
   return restored, events, last_good

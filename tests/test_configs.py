@@ -7,6 +7,7 @@ import os
 import gin
 import jax
 import pytest
+import tensorflow_datasets as tfds
 from learned_optimization.optimizers import base as opt_base
 
 from lopt_selftrain import checkpoint, config, population, train
@@ -47,8 +48,10 @@ def test_there_are_configs_to_check():
 
 @pytest.mark.parametrize("path", TOP_LEVEL_CONFIGS, ids=os.path.basename)
 def test_config_parses_and_runs_two_outer_steps(path, tmp_path):
-  trainer = _build(path, SMALL_EVAL)
-  train.train(trainer, str(tmp_path), max_outer_steps=2)
+  # TFDS datasets of the paper-scale mix are not prepared offline: mock them.
+  with tfds.testing.mock_data(num_examples=2048):
+    trainer = _build(path, SMALL_EVAL)
+    train.train(trainer, str(tmp_path), max_outer_steps=2)
   steps = [r["step"] for r in checkpoint.read(str(tmp_path / "metrics.jsonl"))]
   assert steps == [0, 2]
   assert checkpoint.list_steps(str(tmp_path / "checkpoints"))[-1] == 2
