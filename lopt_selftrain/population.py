@@ -165,6 +165,10 @@ class PopulationTrainer:
         jax.vmap(functools.partial(e.compute_gradient_estimate,
                                    with_summary=False))
         for e in self.estimators)
+    self._sample_family = jax.jit(
+        lambda key: task_mixture.sample_index(jax.random.fold_in(key, 0)))
+    self._step_fns: dict[int, Any] = {}
+    self._batch_demand: dict[int, dict[str, int]] = {}
 
   @property
   def outer_optimizer_name(self) -> str:
@@ -211,16 +215,35 @@ class PopulationTrainer:
 
   def family_index(self, state: PopulationState) -> int:
     """The family this step trains on, drawn from the mixture by the run key."""
-    return int(sharding.to_host(self.task_mixture.sample_index(
-        jax.random.fold_in(state.key, 0))))
+    return int(sharding.to_host(self._sample_family(state.key)))
 
   def step(self, state: PopulationState) -> tuple[PopulationState, jax.Array]:
-    """One outer step of every member. Returns (state, [N] PES meta-loss)."""
+    """One outer step of every member: a single jitted call.
+
+    Returns:
+      (next state, [N] meta-loss of this step's PES estimate).
+    """
     family = self.family_index(state)
+    fam = self.task_mixture.families[family]
+    if family not in self._step_fns:
+      self._batch_demand[family] = data_stream.batch_demand(
+          fam, lambda: self._step_body(family, state))
+      self._step_fns[family] = jax.jit(functools.partial(self._fed_step, family))
+    batches = data_stream.draw(fam, self._batch_demand[family])
+    return self._step_fns[family](state, batches)
+
+  def _fed_step(self, family: int, state: PopulationState,
+                batches: dict[str, Any]) -> tuple[PopulationState, jax.Array]:
+    """`_step_body` reading lo's batches from the `batches` argument."""
+    with data_stream.feeding(self.task_mixture.families[family], batches):
+      return self._step_body(family, state)
+
+  def _step_body(self, family: int, state: PopulationState
+                 ) -> tuple[PopulationState, jax.Array]:
+    """vmap(lo estimator) -> vmap(outer update), on one family's estimator."""
     key, k_est, k_teacher = jax.random.split(state.key, 3)
-    thetas = self.thetas(state)
-    weights = jax.vmap(compat.worker_weights, in_axes=(0, None))(thetas,
-                                                                 state.step)
+    weights = jax.vmap(compat.worker_weights, in_axes=(0, None))(
+        self.thetas(state), state.step)
     out, _ = self._estimate[family](
         weights, jax.random.split(k_est, self.population_size),
         state.estimator_states[family])
