@@ -136,25 +136,29 @@ def _final(curve: Sequence[float]) -> float:
   return float(np.mean(curve[-tail:]))
 
 
-def _plot_meta_loss(results: dict[str, dict[str, Any]], tuned: str | None,
-                    path: str) -> None:
-  fig, ax = plt.subplots(figsize=(8, 5))
-  for name, arm in results.items():
-    recs = arm["records"]
+def plot_meta_loss(records: dict[str, Sequence[dict[str, Any]]],
+                   tuned: str | None, path: str) -> None:
+  """Left: every arm's population (median, 25-75% band; log scale). Right: the
+  best member of each arm, zoomed in."""
+  fig, (ax_all, ax_best) = plt.subplots(1, 2, figsize=(13, 5))
+  for name, recs in records.items():
     steps = [r["step"] for r in recs]
     members = np.array([[np.nan if v is None else v
                          for v in r["member_meta_loss"]] for r in recs])
     style = "-" if name.startswith("selftrain") or name == tuned else ":"
-    line, = ax.plot(steps, np.nanmin(members, 1), style,
-                    label=f"{name} (best member)")
-    ax.fill_between(steps, np.nanpercentile(members, 25, 1),
-                    np.nanpercentile(members, 75, 1), alpha=0.15,
-                    color=line.get_color())
-  ax.set_yscale("log")
-  ax.set_xlabel("outer step")
-  ax.set_ylabel("meta-loss (mean inner loss / initial loss)")
-  ax.set_title("Meta-training: best member, shaded = population 25-75%")
-  ax.legend(fontsize=8)
+    line, = ax_all.plot(steps, np.nanmedian(members, 1), style, label=name)
+    ax_all.fill_between(steps, np.nanpercentile(members, 25, 1),
+                        np.nanpercentile(members, 75, 1), alpha=0.12,
+                        color=line.get_color())
+    ax_best.plot(steps, np.nanmin(members, 1), style, color=line.get_color(),
+                 label=name + (" (tuned)" if name == tuned else ""))
+  ax_all.set_yscale("log")
+  ax_all.set_title("population: median, shaded 25-75%")
+  ax_best.set_title("best member")
+  for ax in (ax_all, ax_best):
+    ax.set_xlabel("outer step")
+    ax.set_ylabel("meta-loss (mean inner loss / initial loss)")
+    ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -163,9 +167,10 @@ def _plot_meta_loss(results: dict[str, dict[str, Any]], tuned: str | None,
 def _plot_inner(curves: dict[str, dict[str, list]], path: str) -> None:
   fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4.5),
                            squeeze=False)
+  colors = plt.get_cmap("tab20").colors
   for ax, (family, by_opt) in zip(axes[0], curves.items()):
-    for opt_name, curve in by_opt.items():
-      ax.plot(curve, label=opt_name,
+    for color, (opt_name, curve) in zip(colors, by_opt.items()):
+      ax.plot(curve, label=opt_name, color=color,
               linestyle="--" if opt_name.startswith("adam_inner") else "-")
     ax.set_yscale("log")
     ax.set_title(f"held-out {family} tasks")
@@ -234,14 +239,15 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
           f: {n: v for n, v in by_opt.items() if n.startswith("adam_inner")}
           for f, by_opt in heldout.items()},
       "heldout": {"tasks_per_family": heldout_tasks, "steps": heldout_steps,
-                  "seed": HELDOUT_SEED + trainer.seed},
+                  "seed": HELDOUT_SEED + trainer.seed, "curves": curves},
   }
   if throughput_steps:
     results["throughput"] = benchmark.population_vs_sequential(
         trainer, steps=throughput_steps)
   gin.clear_config()
 
-  _plot_meta_loss(runs, tuned, os.path.join(out_dir, "figure_meta_loss.png"))
+  plot_meta_loss({n: r["records"] for n, r in runs.items()}, tuned,
+                 os.path.join(out_dir, "figure_meta_loss.png"))
   _plot_inner(curves, os.path.join(out_dir, "figure_inner_curves.png"))
   with open(os.path.join(out_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=1)
