@@ -52,7 +52,7 @@ from gin import config_parser
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
-from lopt_selftrain import checkpoint, config
+from lopt_selftrain import checkpoint, config, train
 from lopt_selftrain.population import PopulationTrainer
 
 MAGIC = b"LOPTEX01"
@@ -341,9 +341,8 @@ def export_run(run_dir: str, out: str, member: int | None = None
   gin.clear_config()
   config.parse([gin_path], [])
   trainer = PopulationTrainer()
-  init = trainer.init()
   found = checkpoint.restore_latest(ckpt_dir,
-                                    {"population": init, "last_good": init})
+                                    train.checkpoint_target(trainer.init()))
   if found is None:
     raise ExportError(f"{ckpt_dir} holds no intact checkpoint")
   step, tree, meta = found

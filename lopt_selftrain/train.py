@@ -137,7 +137,7 @@ def train(trainer: PopulationTrainer, log_dir: str,
     end = min(end, max_outer_steps)
 
   state = sharding.shard_population(trainer.init())
-  target = {"population": state, "last_good": _without_unrolls(state)}
+  target = checkpoint_target(state)
   restored = checkpoint.restore_latest(run.ckpt_dir, target)
   if restored is None:
     last_good = target["last_good"]
@@ -194,6 +194,12 @@ def train(trainer: PopulationTrainer, log_dir: str,
     progress.update(1)
   progress.close()
   return state
+
+
+def checkpoint_target(state: PopulationState) -> dict[str, PopulationState]:
+  """The tree a checkpoint holds, shaped like `state`: the population and PBT's
+  last good population (kept without its unroll states)."""
+  return {"population": state, "last_good": _without_unrolls(state)}
 
 
 def _without_unrolls(state: PopulationState) -> PopulationState:

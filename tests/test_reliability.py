@@ -63,9 +63,8 @@ def _steps(log_dir):
 
 def _final(log_dir, trainer):
   """(step, tree, metadata) of the newest checkpoint of `log_dir`."""
-  init = trainer.init()
   return checkpoint.restore_latest(str(log_dir / "checkpoints"),
-                                   {"population": init, "last_good": init})
+                                   train.checkpoint_target(trainer.init()))
 
 
 def _assert_bitwise_equal(a, b):
