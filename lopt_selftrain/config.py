@@ -59,7 +59,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse(config_files: Sequence[str], bindings: Sequence[str]) -> None:
-  """Parses gin files then bindings; a missing file is a clear error.
+  """Parses gin files then bindings (replacing any earlier config); a missing
+  file is a clear error.
 
   `include 'gin_configs/...'` lines resolve from the working directory or,
   failing that, from the repository root.
@@ -67,6 +68,7 @@ def parse(config_files: Sequence[str], bindings: Sequence[str]) -> None:
   for path in config_files:
     if not tf.io.gfile.exists(path):
       raise FileNotFoundError(f"gin config {path} does not exist")
+  gin.clear_config()  # parsing replaces any previous (locked) config
   gin.add_config_file_search_path(REPO_ROOT)
   gin.parse_config_files_and_bindings(list(config_files), list(bindings))
 

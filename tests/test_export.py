@@ -185,7 +185,7 @@ def tiny_run(tmp_path_factory):
   gin.clear_config()
   config.parse([], [TINY_RUN])
   trainer = PopulationTrainer()
-  train.RunConfig()  # The app builds it too, so the operative config binds it.
+  config.RunConfig()  # The app builds it too, so the operative config binds it.
   config.write_operative_config(log_dir)
   state = train.train(trainer, log_dir, max_outer_steps=2)
   gin.clear_config()

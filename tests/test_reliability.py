@@ -173,10 +173,11 @@ def small_trainer():
       f"PopulationTrainer.num_outer_steps = {NONFINITE_STEPS}")
 
 
-def _poison_rows(tree, members, value):
-  """`value` in every leaf of `members` (leading axis = member)."""
+def _poison_rows(tree, members, value, when=True):
+  """`value` in every leaf of `members` (leading axis = member) where `when`."""
   def poison(x):
     rows = jnp.zeros(x.shape[0], bool).at[jnp.asarray(members)].set(True)
+    rows = rows & when
     return jnp.where(rows.reshape((-1,) + (1,) * (x.ndim - 1)), value, x)
   return jax.tree_util.tree_map(poison, tree)
 
@@ -196,18 +197,22 @@ def _inject_into_weights(trainer, monkeypatch, members, value):
 
 
 def _inject_into_meta_gradient(trainer, monkeypatch, members, value):
-  """Members' meta-gradients of step POISON_STEP become `value`."""
-  (estimate,) = trainer._estimate  # one task family
-  calls = []
+  """Members' meta-gradients of step POISON_STEP become `value`.
 
-  def poisoned(*args):
-    out, summary = estimate(*args)
-    calls.append(None)
-    if len(calls) == POISON_STEP + 1:
-      out = out.replace(grad=_poison_rows(out.grad, members, value))
-    return out, summary
+  The population step is one jitted call, so the estimator is only traced:
+  the poison is selected inside the computation from the outer iteration lo's
+  estimator receives (the step number).
+  """
+  (estimate,) = trainer._estimate  # one task family
+
+  def poisoned(weights, keys, states):
+    out, summary = estimate(weights, keys, states)
+    now = weights.outer_state.outer_iteration[0]
+    return out.replace(grad=_poison_rows(out.grad, members, value,
+                                         now == POISON_STEP)), summary
 
   monkeypatch.setattr(trainer, "_estimate", (poisoned,))
+  monkeypatch.setattr(trainer, "_step_fns", {})  # retrace with the poison
 
 
 def _tensorboard_scalars(log_dir, prefix):
