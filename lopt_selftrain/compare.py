@@ -159,9 +159,7 @@ def plot_meta_loss(records: dict[str, Sequence[dict[str, Any]]],
     ax.set_xlabel("outer step")
     ax.set_ylabel("meta-loss (mean inner loss / initial loss)")
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def _plot_inner(curves: dict[str, dict[str, list]], path: str) -> None:
@@ -177,6 +175,10 @@ def _plot_inner(curves: dict[str, dict[str, list]], path: str) -> None:
     ax.set_xlabel("inner step")
     ax.set_ylabel("training loss (mean over tasks)")
     ax.legend(fontsize=7)
+  _save(fig, path)
+
+
+def _save(fig: Any, path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
