@@ -90,6 +90,35 @@ def population_vs_sequential(trainer: PopulationTrainer, family_index: int = 0,
   }
 
 
+def mixture_throughput(trainer: PopulationTrainer, steps: int = 20
+                       ) -> dict[str, Any]:
+  """`population_vs_sequential` on every family of the trainer's mixture, and
+  the mixture-weighted seconds per outer step of both sides (an outer step
+  trains one family, drawn with the mixture weights)."""
+  families = [dict(population_vs_sequential(trainer, i, steps), weight=float(w))
+              for i, w in enumerate(trainer.task_mixture.weights)]
+  pop, seq = (sum(f["weight"] * f[k] for f in families)
+              for k in ("population_seconds_per_step",
+                        "sequential_seconds_per_step"))
+  return {"population_size": trainer.population_size, "families": families,
+          "mixture": {"population_seconds_per_step": pop,
+                      "sequential_seconds_per_step": seq,
+                      "speedup": seq / pop}}
+
+
+def markdown(result: dict[str, Any]) -> str:
+  """`mixture_throughput`'s result as a table, one row per family + mixture."""
+  n = result["population_size"]
+  rows = [(f"{f['family']} ({f['weight']:.2g})", f)
+          for f in result["families"]] + [("mixture", result["mixture"])]
+  return "\n".join(
+      [f"| family (weight) | population of {n}, s/step | {n} sequential lo "
+       "learners, s/step | speedup |", "|---|---|---|---|"]
+      + [f"| {name} | {r['population_seconds_per_step']:.4f} | "
+         f"{r['sequential_seconds_per_step']:.4f} | {r['speedup']:.2f}x |"
+         for name, r in rows])
+
+
 def population_step_seconds(trainer: PopulationTrainer, steps: int = 20,
                             warmup: int = 3) -> float:
   """Seconds per population step, population sharded over all devices."""
@@ -113,20 +142,12 @@ def main(argv: Sequence[str]) -> None:
     print(f"| {jax.device_count()} | {trainer.population_size} | "
           f"{seconds:.4f} |")
     return
-  result = population_vs_sequential(trainer, FLAGS.family_index, FLAGS.steps)
-  n = result["population_size"]
-  print(f"| population | family | population s/step | {n} sequential lo "
-        "learners s/step | speedup |\n|---|---|---|---|---|")
-  print(f"| {result['population_size']} | {result['family']} | "
-        f"{result['population_seconds_per_step']:.4f} | "
-        f"{result['sequential_seconds_per_step']:.4f} | "
-        f"{result['speedup']:.2f}x |")
+  print(markdown(mixture_throughput(trainer, FLAGS.steps)))
 
 
 if __name__ == "__main__":
   flags.DEFINE_multi_string("gin_config", [], "Gin config file(s).")
   flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
-  flags.DEFINE_integer("family_index", 0, "Mixture family to benchmark on.")
   flags.DEFINE_integer("steps", 20, "Timed outer steps per side.")
   flags.DEFINE_enum("mode", "sequential", ["sequential", "devices"],
                     "sequential: population vs. lo learners; devices: step "

@@ -11,7 +11,9 @@ budget):
                      learning rate (the best final meta-loss is "tuned").
 Then each arm's best member, and hand-designed Adam over an lr grid, train
 held-out tasks sampled from the training families with a key never used in
-meta-training. Also measured: population-vs-sequential throughput.
+meta-training, and hand-designed Adam's meta-loss on the evaluation tasks is
+the reference line of the meta-loss figure. Also measured: population vs.
+sequential lo learners throughput on every family of the mix.
 
 Outputs in --out_dir: figure_meta_loss.png, figure_inner_curves.png,
 results.md, results.json, and arms/<arm>/ (each arm's full training log).
@@ -27,6 +29,7 @@ from typing import Any
 
 import gin  # noqa: I001
 import jax
+import jax.numpy as jnp
 import matplotlib
 import numpy as np
 from absl import app, flags, logging
@@ -88,6 +91,24 @@ def steps_to_reach(records: Sequence[dict[str, Any]], target: float
   return None
 
 
+def late_mean(records: Sequence[dict[str, Any]], key: str = "best_meta_loss",
+              fraction: float = 0.2) -> float | None:
+  """Mean of `key` over the last `fraction` of the records: a final value less
+  at the mercy of one noisy evaluation round."""
+  values = [r[key] for r in records[-max(1, round(fraction * len(records))):]]
+  finite = [v for v in values if v is not None]
+  return float(np.mean(finite)) if finite else None
+
+
+def acceleration(rates: Sequence[float | None]) -> float | None:
+  """Fastest later-third improvement rate / first-third rate (> 1: the
+  improvement sped up after the start)."""
+  later = [r for r in rates[1:] if r is not None]
+  if rates[0] is None or rates[0] <= 0 or not later:
+    return None
+  return float(max(later) / rates[0])
+
+
 def improvement_per_100_steps(records: Sequence[dict[str, Any]],
                               key: str = "median_meta_loss"
                               ) -> list[float | None]:
@@ -130,6 +151,15 @@ def heldout_curves(trainer: PopulationTrainer,
   return curves
 
 
+def reference_meta_loss(trainer: PopulationTrainer, lrs: Sequence[str]
+                        ) -> dict[str, float]:
+  """Meta-loss of hand-designed Adam at each lr on the evaluation tasks of
+  `trainer` (the tasks every arm's members are ranked on)."""
+  return {lr: float(trainer.evaluate_optimizer(
+      lopt_base.learned_optimizer_from_opt(opt_base.Adam(float(lr))),
+      jnp.zeros(1))[0][0]) for lr in lrs}
+
+
 def _final(curve: Sequence[float]) -> float:
   """Mean of the last 10% of a curve (less noisy than the last step)."""
   tail = max(1, len(curve) // 10)
@@ -137,9 +167,11 @@ def _final(curve: Sequence[float]) -> float:
 
 
 def plot_meta_loss(records: dict[str, Sequence[dict[str, Any]]],
-                   tuned: str | None, path: str) -> None:
+                   tuned: str | None, path: str,
+                   reference: tuple[str, float] | None = None) -> None:
   """Left: every arm's population (median, 25-75% band; log scale). Right: the
-  best member of each arm, zoomed in."""
+  best member of each arm, zoomed in. `reference`: (label, meta-loss) drawn as
+  a dashed line on both."""
   fig, (ax_all, ax_best) = plt.subplots(1, 2, figsize=(13, 5))
   for name, recs in records.items():
     steps = [r["step"] for r in recs]
@@ -156,6 +188,9 @@ def plot_meta_loss(records: dict[str, Sequence[dict[str, Any]]],
   ax_all.set_title("population: median, shaded 25-75%")
   ax_best.set_title("best member")
   for ax in (ax_all, ax_best):
+    if reference is not None:
+      ax.axhline(reference[1], color="gray", linestyle="--", linewidth=1,
+                 label=reference[0])
     ax.set_xlabel("outer step")
     ax.set_ylabel("meta-loss (mean inner loss / initial loss)")
     ax.legend(fontsize=8)
@@ -217,6 +252,9 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
 
   heldout = {family: {name: _final(c) for name, c in by_opt.items()}
              for family, by_opt in curves.items()}
+  reference = reference_meta_loss(trainer, adam_inner_lrs)
+  rates = {name: improvement_per_100_steps(run["records"])
+           for name, run in runs.items()}
   results = {
       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
       "machine": f"{os.cpu_count()} CPU cores, {jax.devices()[0].platform}",
@@ -229,14 +267,16 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
               "final_best_meta_loss": runs[name]["records"][-1]["best_meta_loss"],
               "final_median_meta_loss":
                   runs[name]["records"][-1]["median_meta_loss"],
+              "late_best_meta_loss": late_mean(runs[name]["records"]),
               "steps_to_tuned_adam_outer_final": (
                   None if target is None else
                   steps_to_reach(runs[name]["records"], target)),
-              "improvement_per_100_steps_by_third":
-                  improvement_per_100_steps(runs[name]["records"]),
+              "improvement_per_100_steps_by_third": rates[name],
+              "acceleration": acceleration(rates[name]),
               "wall_time_s": round(runs[name]["wall_time_s"], 1),
               "heldout_final_loss": {f: heldout[f][name] for f in heldout},
           } for name in runs},
+      "adam_inner_eval_meta_loss": reference,
       "heldout_adam_inner_final_loss": {
           f: {n: v for n, v in by_opt.items() if n.startswith("adam_inner")}
           for f, by_opt in heldout.items()},
@@ -244,12 +284,14 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
                   "seed": HELDOUT_SEED + trainer.seed, "curves": curves},
   }
   if throughput_steps:
-    results["throughput"] = benchmark.population_vs_sequential(
-        trainer, steps=throughput_steps)
+    results["throughput"] = benchmark.mixture_throughput(trainer,
+                                                         throughput_steps)
   gin.clear_config()
 
+  best_lr = min(reference, key=reference.get)
   plot_meta_loss({n: r["records"] for n, r in runs.items()}, tuned,
-                 os.path.join(out_dir, "figure_meta_loss.png"))
+                 os.path.join(out_dir, "figure_meta_loss.png"),
+                 (f"hand-designed Adam, lr {best_lr}", reference[best_lr]))
   _plot_inner(curves, os.path.join(out_dir, "figure_inner_curves.png"))
   with open(os.path.join(out_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=1)
@@ -273,20 +315,25 @@ def results_markdown(results: dict[str, Any]) -> str:
       f"Run {results['date']} on {results['machine']}; base config "
       f"`{results['base_config']}`, {results['outer_steps']} outer steps per "
       f"arm; tuned Adam outer arm: `{results['tuned_adam_outer_arm']}`.", "",
-      "| arm | final best meta-loss | final median | steps to tuned-Adam-outer "
-      "final | improvement / 100 steps (thirds) | wall time s | "
+      "| arm | final best meta-loss | final median | best, mean of last 20% | "
+      "steps to tuned-Adam-outer final | improvement / 100 steps (thirds) | "
+      "acceleration | wall time s | "
       + " | ".join(f"held-out {f}" for f in families) + " |",
-      "|---" * (6 + len(families)) + "|"]
+      "|---" * (8 + len(families)) + "|"]
   for name, arm in results["arms"].items():
     rates = ", ".join("–" if r is None else f"{r:.3f}"
                       for r in arm["improvement_per_100_steps_by_third"])
     lines.append(
         f"| {name} | {_fmt(arm['final_best_meta_loss'])} | "
         f"{_fmt(arm['final_median_meta_loss'])} | "
+        f"{_fmt(arm['late_best_meta_loss'])} | "
         f"{_fmt(arm['steps_to_tuned_adam_outer_final'])} | {rates} | "
-        f"{arm['wall_time_s']} | "
+        f"{_fmt(arm['acceleration'])} | {arm['wall_time_s']} | "
         + " | ".join(_fmt(arm["heldout_final_loss"][f]) for f in families)
         + " |")
+  lines += ["", "Hand-designed Adam's meta-loss on the evaluation tasks: "
+            + ", ".join(f"lr {lr}: {_fmt(v)}" for lr, v in
+                        results["adam_inner_eval_meta_loss"].items()) + "."]
   lines += ["", "Hand-designed Adam on the same held-out tasks (final loss):",
             "", "| lr | " + " | ".join(families) + " |",
             "|---" * (1 + len(families)) + "|"]
@@ -295,12 +342,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines.append(f"| {opt_name.replace('adam_inner_lr', '')} | "
                  + " | ".join(_fmt(adam[f][opt_name]) for f in families) + " |")
   if "throughput" in results:
-    t = results["throughput"]
-    lines += ["", f"Throughput ({t['family']}): population of "
-              f"{t['population_size']} {t['population_seconds_per_step']:.4f} "
-              f"s/step vs {t['population_size']} sequential lo learners "
-              f"{t['sequential_seconds_per_step']:.4f} s/step: "
-              f"**{t['speedup']:.2f}x**."]
+    lines += ["", "Throughput:", "", benchmark.markdown(results["throughput"])]
   return "\n".join(lines) + "\n"
 
 
@@ -314,7 +356,7 @@ def define_flags() -> None:
                       "Gin config every arm starts from.")
   flags.DEFINE_multi_string("gin_bindings", [], "Extra bindings for every arm.")
   flags.DEFINE_integer("outer_steps", 600, "Outer steps per arm.")
-  flags.DEFINE_list("adam_outer_lrs", ["3e-4", "1e-3", "3e-3"],
+  flags.DEFINE_list("adam_outer_lrs", ["3e-3", "1e-2", "3e-2"],
                     "Learning rates of the Adam outer-trained arms.")
   flags.DEFINE_list("adam_inner_lrs", ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1",
                                        "3e-1"],

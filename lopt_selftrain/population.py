@@ -148,7 +148,8 @@ class PopulationTrainer:
     self.task_mixture = task_mixture
     outer_opt = SelfUpdate(learned_opt) if outer_opt is None else outer_opt
     if isinstance(outer_opt, SelfUpdate) and outer_opt.learned_opt is None:
-      outer_opt = SelfUpdate(learned_opt, outer_opt.step_scale)
+      outer_opt = SelfUpdate(learned_opt, outer_opt.step_scale,
+                             outer_opt.max_step_rms)
     self.outer_opt = outer_opt
     self.self_training = isinstance(outer_opt, SelfUpdate)
     self.population_size = population_size
@@ -165,8 +166,6 @@ class PopulationTrainer:
         jax.vmap(functools.partial(e.compute_gradient_estimate,
                                    with_summary=False))
         for e in self.estimators)
-    self._sample_family = jax.jit(
-        lambda key: task_mixture.sample_index(jax.random.fold_in(key, 0)))
     self._step_fns: dict[int, Any] = {}
     self._batch_demand: dict[int, dict[str, int]] = {}
 
@@ -213,17 +212,28 @@ class PopulationTrainer:
 
   # ---- middle loop: one outer step -------------------------------------------
 
-  def family_index(self, state: PopulationState) -> int:
-    """The family this step trains on, drawn from the mixture by the run key."""
-    return int(sharding.to_host(self._sample_family(state.key)))
+  def family_index(self, step: int) -> int:
+    """The family outer step `step` trains on: a host-side draw from the
+    mixture, seeded by (seed, step), so a resumed run repeats it."""
+    if len(self.task_mixture) == 1:
+      return 0
+    return self.task_mixture.sample_index(np.random.default_rng([self.seed, 1, step]))
 
-  def step(self, state: PopulationState) -> tuple[PopulationState, jax.Array]:
+  def step(self, state: PopulationState, step: int | None = None
+           ) -> tuple[PopulationState, jax.Array]:
     """One outer step of every member: a single jitted call.
+
+    Args:
+      state: the population.
+      step: `state.step`, if the caller counts steps on the host; passing it
+        avoids waiting for the device, so steps are dispatched back to back.
 
     Returns:
       (next state, [N] meta-loss of this step's PES estimate).
     """
-    family = self.family_index(state)
+    if step is None:
+      step = int(sharding.to_host(state.step))
+    family = self.family_index(step)
     fam = self.task_mixture.families[family]
     if family not in self._step_fns:
       self._batch_demand[family] = data_stream.batch_demand(
@@ -294,10 +304,15 @@ class PopulationTrainer:
     the same every round too, like a fixed validation set, so meta-loss curves
     compare across steps; only the data batches move on with the stream.
     """
-    key = jax.random.PRNGKey(self.seed + 1)
+    return self.evaluate_optimizer(self.learned_opt, self.thetas(state))
+
+  def evaluate_optimizer(self, learned_opt: lopt_base.LearnedOptimizer,
+                         thetas: Any) -> tuple[jax.Array, jax.Array]:
+    """`evaluate` for any learned optimizer with [N] weights `thetas`, e.g. a
+    hand-designed one wrapped by lo, as a reference on the same tasks."""
     return evaluation.evaluate_population(
-        self.learned_opt, self.task_mixture.families, self.task_mixture.weights,
-        self.thetas(state), key, self.eval_config)
+        learned_opt, self.task_mixture.families, self.task_mixture.weights,
+        thetas, jax.random.PRNGKey(self.seed + 1), self.eval_config)
 
   def select(self, state: PopulationState, meta_loss: jax.Array
              ) -> tuple[PopulationState | None, list[dict[str, Any]]]:

@@ -63,14 +63,22 @@ class SelfUpdate(opt_base.Optimizer):
       `opt_fn(weights)` computes the update of theta. None lets the population
       trainer fill in its own learned optimizer (same architecture).
     step_scale: initial multiplier on the learned step at the meta level.
+    max_step_rms: if set, each tensor's meta-step is shrunk (direction kept) so
+      its root-mean-square is at most this. A safety rail for the feedback loop:
+      a learned optimizer that learns larger inner steps also takes larger
+      steps on itself, which unbounded can run away and diverge.
   """
 
   def __init__(self, learned_opt: lopt_base.LearnedOptimizer | None = None,
-               step_scale: float = 1.0):
+               step_scale: float = 1.0, max_step_rms: float | None = None):
     if not step_scale > 0:
       raise ValueError(f"SelfUpdate.step_scale must be > 0, got {step_scale}")
+    if max_step_rms is not None and not max_step_rms > 0:
+      raise ValueError(
+          f"SelfUpdate.max_step_rms must be > 0 or None, got {max_step_rms}")
     self.learned_opt = learned_opt
     self.step_scale = step_scale
+    self.max_step_rms = max_step_rms
 
   @property
   def name(self) -> str:
@@ -116,6 +124,13 @@ class SelfUpdate(opt_base.Optimizer):
         opt_state.lopt_state, grad, loss=loss, key=key)
     scale = opt_state.step_scale
     new_theta = jax.tree_util.tree_map(
-        lambda old, new: old + scale.astype(old.dtype) * (new - old), theta,
-        proposal.params)
+        lambda old, new: old + self._bounded(scale.astype(old.dtype) * (new - old)),
+        theta, proposal.params)
     return opt_state.replace(lopt_state=_with_params(proposal, new_theta))
+
+  def _bounded(self, step: jax.Array) -> jax.Array:
+    """`step` shrunk to RMS <= max_step_rms (unchanged when that is None)."""
+    if self.max_step_rms is None:
+      return step
+    rms = jnp.sqrt(jnp.mean(jnp.square(step)))
+    return step * jnp.minimum(1.0, self.max_step_rms / jnp.maximum(rms, 1e-30))

@@ -178,7 +178,8 @@ def train(trainer: PopulationTrainer, log_dir: str,
       meta["wall_time_s"] = time.time() - start_time
       meta["data_positions"] = data_stream.positions(
           trainer.task_mixture.families)
-      train_loss = np.mean(train_losses, axis=0) if train_losses else None
+      train_loss = (np.mean([sharding.to_host(x) for x in train_losses], axis=0)
+                    if train_losses else None)
       record = _summary_record(trainer, state, meta_loss, per_family,
                                train_loss, meta["wall_time_s"], events)
       run.log(record)
@@ -188,8 +189,8 @@ def train(trainer: PopulationTrainer, log_dir: str,
         run.save(state, last_good, meta)
     if step >= end:
       break
-    state, loss = trainer.step(state)
-    train_losses.append(sharding.to_host(loss))
+    state, loss = trainer.step(state, step)
+    train_losses.append(loss)
     step += 1
     progress.update(1)
   progress.close()

@@ -41,14 +41,19 @@ def test_tiny_compare_writes_figures_and_tables(tmp_path):
   assert saved["tuned_adam_outer_arm"] == "adam_outer_lr1e-3"
   for arm in saved["arms"].values():
     assert {"final_best_meta_loss", "final_median_meta_loss",
-            "steps_to_tuned_adam_outer_final",
-            "improvement_per_100_steps_by_third", "wall_time_s",
+            "late_best_meta_loss", "steps_to_tuned_adam_outer_final",
+            "improvement_per_100_steps_by_third", "acceleration", "wall_time_s",
             "heldout_final_loss"} <= set(arm)
     assert set(arm["heldout_final_loss"]) == {"quadratic10"}
   assert saved["arms"]["adam_outer_lr1e-3"][
       "steps_to_tuned_adam_outer_final"] is not None
-  assert saved["throughput"]["population_size"] == 2
-  assert saved["throughput"]["speedup"] > 0
+  assert set(saved["adam_inner_eval_meta_loss"]) == {"1e-2"}
+  assert 0 < saved["adam_inner_eval_meta_loss"]["1e-2"] < 1.0  # Adam learns
+  throughput = saved["throughput"]
+  assert throughput["population_size"] == 2
+  assert [f["family"] for f in throughput["families"]] == ["quadratic10"]
+  assert throughput["mixture"]["speedup"] == pytest.approx(
+      throughput["families"][0]["speedup"])
   with open(os.path.join(out, "results.md")) as f:
     md = f.read()
   assert "selftrain_pbt" in md and "Throughput" in md
@@ -61,3 +66,8 @@ def test_steps_to_reach_and_improvement_rates():
   assert compare.steps_to_reach(records, 0.01) is None
   rates = compare.improvement_per_100_steps(records)
   assert rates == pytest.approx([0.10536, 0.58779, 1.60944], rel=1e-4)
+  assert compare.acceleration(rates) == pytest.approx(1.60944 / 0.10536, rel=1e-4)
+  assert compare.acceleration([0.5, 0.1, None]) == pytest.approx(0.2)
+  assert compare.acceleration([None, 0.1, 0.2]) is None
+  assert compare.late_mean(records, fraction=0.5) == pytest.approx(0.3)
+  assert compare.late_mean([{"best_meta_loss": None}]) is None

@@ -129,8 +129,8 @@ def test_all_members_diverged_restores_last_good_population(tmp_path,
   trainer = _trainer()
   real_step = trainer.step
 
-  def step(state):
-    state, loss = real_step(state)
+  def step(state, step=None):
+    state, loss = real_step(state, step)
     if int(state.step) == 3:  # every member diverges after step 3
       state, _ = real_step(_poison(state, [0, 1, 2]))
       state = state.replace(step=jnp.asarray(3, jnp.int32))

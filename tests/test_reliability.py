@@ -186,12 +186,12 @@ def _inject_into_weights(trainer, monkeypatch, members, value):
   """Members' weights become `value` just before step POISON_STEP."""
   real_step = trainer.step
 
-  def step(state):
+  def step(state, step=None):
     if int(state.step) == POISON_STEP:
       outer = state.outer_opt_state
       state = state.replace(outer_opt_state=outer.with_theta(
           _poison_rows(trainer.thetas(state), members, value)))
-    return real_step(state)
+    return real_step(state, step)
 
   monkeypatch.setattr(trainer, "step", step)
 

@@ -67,6 +67,27 @@ def test_step_scale_multiplies_the_learned_step():
       d_full, d_tenth)
 
 
+def test_max_step_rms_shrinks_only_large_tensor_steps_keeping_direction():
+  lopt = mlp_lopt.MLPLOpt(step_mult=0.1)
+  theta = lopt.init(jax.random.PRNGKey(0))
+  grad = _grad_like(theta)
+  free = SelfUpdate(lopt, step_scale=1.0)
+  d_free = _delta(free.get_params(free.update(free.init(theta), grad, 1.0)), theta)
+  rms = lambda x: float(jnp.sqrt(jnp.mean(jnp.square(x))))  # noqa: E731
+  rmss = sorted(rms(x) for x in jax.tree_util.tree_leaves(d_free))
+  cap = rmss[len(rmss) // 2]  # some tensors above the cap, some below
+  capped = SelfUpdate(lopt, step_scale=1.0, max_step_rms=cap)
+  d_cap = _delta(capped.get_params(capped.update(capped.init(theta), grad, 1.0)),
+                 theta)
+  for a, b in zip(jax.tree_util.tree_leaves(d_free),
+                  jax.tree_util.tree_leaves(d_cap)):
+    if rms(a) <= cap:
+      np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-8)
+    else:
+      assert rms(b) == pytest.approx(cap, rel=1e-3)
+      np.testing.assert_allclose(b * (rms(a) / cap), a, rtol=1e-3, atol=1e-7)
+
+
 def test_gradient_following_lopt_applied_to_itself_reduces_a_quadratic():
   """LearnableSGD's weight is its log learning rate; let it descend
   f(theta) = 0.5 * (theta - target)^2 with steps it computes itself."""
@@ -109,3 +130,5 @@ def test_plugs_into_lo_gradient_learner_as_theta_opt():
 def test_nonpositive_step_scale_is_rejected():
   with pytest.raises(ValueError, match="step_scale"):
     SelfUpdate(None, step_scale=0.0)
+  with pytest.raises(ValueError, match="max_step_rms"):
+    SelfUpdate(None, max_step_rms=-1.0)

@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import gin
-import jax
-import jax.numpy as jnp
 import numpy as np
 from learned_optimization.tasks import base
 
@@ -75,10 +73,13 @@ class TaskMixture:
   def __len__(self) -> int:
     return len(self.families)
 
-  def sample_index(self, key: jax.Array) -> jax.Array:
-    """Draws a family index with probability equal to its weight (pure, jittable)."""
-    return jax.random.choice(key, len(self.families),
-                             p=jnp.asarray(self.weights, jnp.float32))
+  def sample_index(self, rng: np.random.Generator) -> int:
+    """Draws a family index with probability equal to its weight.
+
+    On the host: choosing a step's family never waits for the device, so the
+    population steps can be dispatched back to back.
+    """
+    return int(rng.choice(len(self.families), p=self.weights))
 
   def __repr__(self) -> str:
     parts = ", ".join(f"{n}: {w:.3g}" for n, w in zip(self.names, self.weights, strict=True))
