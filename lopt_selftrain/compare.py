@@ -101,30 +101,30 @@ def late_mean(records: Sequence[dict[str, Any]], key: str = "best_meta_loss",
 
 
 def acceleration(rates: Sequence[float | None]) -> float | None:
-  """Fastest later-third improvement rate / first-third rate (> 1: the
-  improvement sped up after the start)."""
+  """Fastest later improvement rate / first rate (> 1: the improvement sped up
+  after the start); None when the first window did not improve."""
   later = [r for r in rates[1:] if r is not None]
   if rates[0] is None or rates[0] <= 0 or not later:
     return None
   return float(max(later) / rates[0])
 
 
-def improvement_per_100_steps(records: Sequence[dict[str, Any]],
-                              key: str = "median_meta_loss"
-                              ) -> list[float | None]:
-  """Decrease of log(meta-loss) per 100 outer steps in each third of the run.
+def improvement_per_window(records: Sequence[dict[str, Any]],
+                           window: int = 100, key: str = "median_meta_loss"
+                           ) -> list[float | None]:
+  """Decrease of log(meta-loss) in each consecutive `window` outer steps.
 
-  A positive feedback loop shows as larger numbers in later thirds.
+  A positive feedback loop shows as later windows improving faster than the
+  first one.
   """
   steps = np.array([r["step"] for r in records], float)
   values = np.array([np.nan if r[key] is None else r[key] for r in records])
-  edges = np.linspace(steps[0], steps[-1], 4)
   rates = []
-  for lo_edge, hi_edge in zip(edges[:-1], edges[1:]):
-    i = int(np.argmin(np.abs(steps - lo_edge)))
-    j = int(np.argmin(np.abs(steps - hi_edge)))
+  for start in np.arange(steps[0], steps[-1], window):
+    i = int(np.argmin(np.abs(steps - start)))
+    j = int(np.argmin(np.abs(steps - min(start + window, steps[-1]))))
     ok = j > i and values[i] > 0 and values[j] > 0
-    rates.append(float(100 * (np.log(values[i]) - np.log(values[j]))
+    rates.append(float(window * (np.log(values[i]) - np.log(values[j]))
                        / (steps[j] - steps[i])) if ok else None)
   return rates
 
@@ -253,7 +253,7 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
   heldout = {family: {name: _final(c) for name, c in by_opt.items()}
              for family, by_opt in curves.items()}
   reference = reference_meta_loss(trainer, adam_inner_lrs)
-  rates = {name: improvement_per_100_steps(run["records"])
+  rates = {name: improvement_per_window(run["records"])
            for name, run in runs.items()}
   results = {
       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -271,7 +271,7 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
               "steps_to_tuned_adam_outer_final": (
                   None if target is None else
                   steps_to_reach(runs[name]["records"], target)),
-              "improvement_per_100_steps_by_third": rates[name],
+              "improvement_per_100_steps": rates[name],
               "acceleration": acceleration(rates[name]),
               "wall_time_s": round(runs[name]["wall_time_s"], 1),
               "heldout_final_loss": {f: heldout[f][name] for f in heldout},
@@ -316,19 +316,20 @@ def results_markdown(results: dict[str, Any]) -> str:
       f"`{results['base_config']}`, {results['outer_steps']} outer steps per "
       f"arm; tuned Adam outer arm: `{results['tuned_adam_outer_arm']}`.", "",
       "| arm | final best meta-loss | final median | best, mean of last 20% | "
-      "steps to tuned-Adam-outer final | improvement / 100 steps (thirds) | "
+      "steps to tuned-Adam-outer final | improvement / 100 steps | "
       "acceleration | wall time s | "
       + " | ".join(f"held-out {f}" for f in families) + " |",
       "|---" * (8 + len(families)) + "|"]
   for name, arm in results["arms"].items():
     rates = ", ".join("–" if r is None else f"{r:.3f}"
-                      for r in arm["improvement_per_100_steps_by_third"])
+                      for r in arm["improvement_per_100_steps"])
     lines.append(
         f"| {name} | {_fmt(arm['final_best_meta_loss'])} | "
         f"{_fmt(arm['final_median_meta_loss'])} | "
         f"{_fmt(arm['late_best_meta_loss'])} | "
         f"{_fmt(arm['steps_to_tuned_adam_outer_final'])} | {rates} | "
-        f"{_fmt(arm['acceleration'])} | {arm['wall_time_s']} | "
+        f"{'–' if arm['acceleration'] is None else _fmt(arm['acceleration'])}"
+        f" | {arm['wall_time_s']} | "
         + " | ".join(_fmt(arm["heldout_final_loss"][f]) for f in families)
         + " |")
   lines += ["", "Hand-designed Adam's meta-loss on the evaluation tasks: "

@@ -63,10 +63,12 @@ class SelfUpdate(opt_base.Optimizer):
       `opt_fn(weights)` computes the update of theta. None lets the population
       trainer fill in its own learned optimizer (same architecture).
     step_scale: initial multiplier on the learned step at the meta level.
-    max_step_rms: if set, each tensor's meta-step is shrunk (direction kept) so
-      its root-mean-square is at most this. A safety rail for the feedback loop:
-      a learned optimizer that learns larger inner steps also takes larger
-      steps on itself, which unbounded can run away and diverge.
+    max_step_rms: if set, each tensor's learned step is shrunk (direction kept)
+      to root-mean-square at most this before `step_scale` multiplies it. A
+      safety rail for the feedback loop: a learned optimizer that learns larger
+      inner steps also takes larger steps on itself, which unbounded can run
+      away and diverge. Applying the scale after the bound keeps it meaningful,
+      so PBT can still shrink (or grow) the step once the bound is reached.
   """
 
   def __init__(self, learned_opt: lopt_base.LearnedOptimizer | None = None,
@@ -101,7 +103,7 @@ class SelfUpdate(opt_base.Optimizer):
              model_state: Any = None, is_valid: bool = False, key: Any = None,
              teacher_theta: lopt_base.MetaParams | None = None,
              **kwargs: Any) -> SelfUpdateState:
-    """One meta-step: theta <- theta + scale * (learned step on `grad`).
+    """One meta-step: theta <- theta + scale * bound(learned step on `grad`).
 
     Args:
       opt_state: current state; holds theta.
@@ -124,7 +126,7 @@ class SelfUpdate(opt_base.Optimizer):
         opt_state.lopt_state, grad, loss=loss, key=key)
     scale = opt_state.step_scale
     new_theta = jax.tree_util.tree_map(
-        lambda old, new: old + self._bounded(scale.astype(old.dtype) * (new - old)),
+        lambda old, new: old + scale.astype(old.dtype) * self._bounded(new - old),
         theta, proposal.params)
     return opt_state.replace(lopt_state=_with_params(proposal, new_theta))
 

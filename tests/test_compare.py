@@ -42,7 +42,7 @@ def test_tiny_compare_writes_figures_and_tables(tmp_path):
   for arm in saved["arms"].values():
     assert {"final_best_meta_loss", "final_median_meta_loss",
             "late_best_meta_loss", "steps_to_tuned_adam_outer_final",
-            "improvement_per_100_steps_by_third", "acceleration", "wall_time_s",
+            "improvement_per_100_steps", "acceleration", "wall_time_s",
             "heldout_final_loss"} <= set(arm)
     assert set(arm["heldout_final_loss"]) == {"quadratic10"}
   assert saved["arms"]["adam_outer_lr1e-3"][
@@ -64,8 +64,10 @@ def test_steps_to_reach_and_improvement_rates():
              for s, v in [(0, 1.0), (100, 0.9), (200, 0.5), (300, 0.1)]]
   assert compare.steps_to_reach(records, 0.5) == 200
   assert compare.steps_to_reach(records, 0.01) is None
-  rates = compare.improvement_per_100_steps(records)
+  rates = compare.improvement_per_window(records)
   assert rates == pytest.approx([0.10536, 0.58779, 1.60944], rel=1e-4)
+  halves = compare.improvement_per_window(records, window=200)
+  assert halves == pytest.approx([0.69315, 3.21888], rel=1e-4)  # per window
   assert compare.acceleration(rates) == pytest.approx(1.60944 / 0.10536, rel=1e-4)
   assert compare.acceleration([0.5, 0.1, None]) == pytest.approx(0.2)
   assert compare.acceleration([None, 0.1, 0.2]) is None
