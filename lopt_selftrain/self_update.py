@@ -3,11 +3,11 @@
 `SelfUpdate` is an lo `Optimizer` over the weights theta of a learned optimizer.
 Its update of theta is computed by that same learned optimizer, instantiated with
 the *current* theta (self-training) or with weights handed in (a teacher from the
-population). No hand-designed rule touches theta: the only extra knob is a scalar
-`step_scale` multiplying the learned step, because a randomly initialised learned
-optimizer applied to its own weights takes steps sized for the inner problems,
-which at the meta level is a random walk. The scale lives in the optimizer state
-so population based training can copy and explore it per member.
+population). No hand-designed rule computes the step; two knobs size it: a
+per-tensor bound on its RMS (`max_step_rms`), because an optimizer that learns
+larger inner steps also takes larger steps on itself and that feedback loop can
+run away, and a scalar `step_scale` on the bounded step. The scale lives in the
+optimizer state so population based training can copy and explore it per member.
 
 Because it is an ordinary lo `Optimizer`, it also drops into lo's own
 `GradientLearner(theta_opt=SelfUpdate(...))` for single-optimizer self-training.
