@@ -215,8 +215,6 @@ class PopulationTrainer:
   def family_index(self, step: int) -> int:
     """The family outer step `step` trains on: a host-side draw from the
     mixture, seeded by (seed, step), so a resumed run repeats it."""
-    if len(self.task_mixture) == 1:
-      return 0
     return self.task_mixture.sample_index(np.random.default_rng([self.seed, 1, step]))
 
   def step(self, state: PopulationState, step: int | None = None

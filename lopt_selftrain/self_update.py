@@ -21,6 +21,7 @@ import flax
 import gin
 import jax
 import jax.numpy as jnp
+import optax
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
@@ -124,15 +125,11 @@ class SelfUpdate(opt_base.Optimizer):
     teacher = theta if teacher_theta is None else teacher_theta
     proposal = self.learned_opt.opt_fn(teacher).update(
         opt_state.lopt_state, grad, loss=loss, key=key)
+    step = jax.tree_util.tree_map(jnp.subtract, proposal.params, theta)
+    if self.max_step_rms is not None:
+      step, _ = optax.clip_by_block_rms(self.max_step_rms).update(
+          step, optax.EmptyState())
     scale = opt_state.step_scale
     new_theta = jax.tree_util.tree_map(
-        lambda old, new: old + scale.astype(old.dtype) * self._bounded(new - old),
-        theta, proposal.params)
+        lambda old, d: old + scale.astype(old.dtype) * d, theta, step)
     return opt_state.replace(lopt_state=_with_params(proposal, new_theta))
-
-  def _bounded(self, step: jax.Array) -> jax.Array:
-    """`step` shrunk to RMS <= max_step_rms (unchanged when that is None)."""
-    if self.max_step_rms is None:
-      return step
-    rms = jnp.sqrt(jnp.mean(jnp.square(step)))
-    return step * jnp.minimum(1.0, self.max_step_rms / jnp.maximum(rms, 1e-30))

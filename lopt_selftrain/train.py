@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tqdm
@@ -178,7 +179,7 @@ def train(trainer: PopulationTrainer, log_dir: str,
       meta["wall_time_s"] = time.time() - start_time
       meta["data_positions"] = data_stream.positions(
           trainer.task_mixture.families)
-      train_loss = (np.mean([sharding.to_host(x) for x in train_losses], axis=0)
+      train_loss = (np.mean(sharding.to_host(jnp.stack(train_losses)), axis=0)
                     if train_losses else None)
       record = _summary_record(trainer, state, meta_loss, per_family,
                                train_loss, meta["wall_time_s"], events)

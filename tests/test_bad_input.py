@@ -25,6 +25,11 @@ def _tiny_config_without(line_prefix, path):
   return path
 
 
+def _binding(binding):
+  """Row command: the tiny config plus one bad gin binding."""
+  return lambda d, t: apprun.app_command(d, bindings=[binding])
+
+
 def _snapshot(directory):
   """{relative path: bytes} of every file under `directory`."""
   return {str(p.relative_to(directory)): p.read_bytes()
@@ -34,28 +39,23 @@ def _snapshot(directory):
 # name: (how to call the app for log dir D under tmp T, expected error regex).
 ROWS = {
     "unknown_configurable": (
-        lambda d, t: apprun.app_command(
-            d, bindings=["NoSuchConfigurable.size = 1"]),
+        _binding("NoSuchConfigurable.size = 1"),
         r"No configurable matching 'NoSuchConfigurable'"),
     "missing_required_binding": (
         lambda d, t: apprun.app_command(d, gin_configs=[_tiny_config_without(
             "PopulationTrainer.task_mixture", t / "no_mixture.gin")]),
         r"Required bindings for `PopulationTrainer` .*'task_mixture'"),
     "population_of_one": (
-        lambda d, t: apprun.app_command(
-            d, bindings=["PopulationTrainer.population_size = 1"]),
+        _binding("PopulationTrainer.population_size = 1"),
         r"population_size must be >= 2, got 1"),
     "exploit_fraction_one": (
-        lambda d, t: apprun.app_command(
-            d, bindings=["PBTConfig.exploit_fraction = 1.0"]),
+        _binding("PBTConfig.exploit_fraction = 1.0"),
         r"exploit_fraction must be in \[0, 1\), got 1.0"),
     "unknown_teacher": (
-        lambda d, t: apprun.app_command(
-            d, bindings=["PopulationTrainer.teacher = 'oracle'"]),
+        _binding("PopulationTrainer.teacher = 'oracle'"),
         r"teacher must be one of .*got 'oracle'"),
     "unknown_estimator": (
-        lambda d, t: apprun.app_command(
-            d, bindings=["EstimatorConfig.kind = 'sgd'"]),
+        _binding("EstimatorConfig.kind = 'sgd'"),
         r"gradient estimator 'sgd'"),
     "log_dir_under_a_file": (
         lambda d, t: apprun.app_command(f"{d}/metrics.jsonl/run"),
