@@ -17,6 +17,9 @@ sequential lo learners throughput on every family of the mix.
 
 Outputs in --out_dir: figure_meta_loss.png, figure_inner_curves.png,
 results.md, results.json, and arms/<arm>/ (each arm's full training log).
+With --seeds=1,2,... all of that goes to --out_dir/seed_<S> per seed, and
+seeds.md / seeds.json compare self-training with each seed's tuned Adam-outer
+arm across the seeds.
 """
 
 from __future__ import annotations
@@ -98,6 +101,13 @@ def late_mean(records: Sequence[dict[str, Any]], key: str = "best_meta_loss",
   values = [r[key] for r in records[-max(1, round(fraction * len(records))):]]
   finite = [v for v in values if v is not None]
   return float(np.mean(finite)) if finite else None
+
+
+def lowest(records: Sequence[dict[str, Any]], key: str = "best_meta_loss"
+           ) -> float | None:
+  """Lowest finite `key` over the run (None if it never was finite)."""
+  finite = [r[key] for r in records if r[key] is not None]
+  return float(min(finite)) if finite else None
 
 
 def acceleration(rates: Sequence[float | None]) -> float | None:
@@ -268,6 +278,7 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
               "final_median_meta_loss":
                   runs[name]["records"][-1]["median_meta_loss"],
               "late_best_meta_loss": late_mean(runs[name]["records"]),
+              "lowest_best_meta_loss": lowest(runs[name]["records"]),
               "steps_to_tuned_adam_outer_final": (
                   None if target is None else
                   steps_to_reach(runs[name]["records"], target)),
@@ -347,6 +358,75 @@ def results_markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def seed_summary(results_by_seed: dict[int, dict[str, Any]],
+                 arm: str = "selftrain_pbt") -> dict[str, Any]:
+  """`arm` vs. each seed's tuned Adam-outer arm, per seed and over seeds.
+
+  One comparison is one seed of everything (population init, task draws,
+  evaluation tasks); whether the target is met should not hinge on one.
+  """
+  rows = {}
+  for seed, results in sorted(results_by_seed.items()):
+    ours, tuned = results["arms"][arm], results["arms"][
+        results["tuned_adam_outer_arm"]]
+    rows[seed] = {
+        "final_best": ours["final_best_meta_loss"],
+        "lowest_best": ours["lowest_best_meta_loss"],
+        "late_best": ours["late_best_meta_loss"],
+        "tuned_adam_outer_final_best": tuned["final_best_meta_loss"],
+        "tuned_adam_outer_late_best": tuned["late_best_meta_loss"],
+        "steps_to_tuned_adam_outer_final":
+            ours["steps_to_tuned_adam_outer_final"],
+        "acceleration": ours["acceleration"],
+        "tuned_adam_outer_acceleration": tuned["acceleration"],
+    }
+
+  def mean(key):
+    values = [r[key] for r in rows.values() if r[key] is not None]
+    return float(np.mean(values)) if values else None
+
+  return {"arm": arm, "seeds": rows,
+          "reached": sum(r["steps_to_tuned_adam_outer_final"] is not None
+                         for r in rows.values()),
+          "mean": {key: mean(key) for key in next(iter(rows.values()))
+                   if key != "steps_to_tuned_adam_outer_final"}}
+
+
+def seeds_markdown(summary: dict[str, Any]) -> str:
+  """The table of seeds.md."""
+  keys = list(summary["mean"])
+  lines = [f"`{summary['arm']}` vs. the tuned Adam-outer arm of the same seed; "
+           f"reached the tuned Adam-outer final in {summary['reached']} of "
+           f"{len(summary['seeds'])} seeds.", "",
+           "| seed | " + " | ".join(keys) + " | steps to tuned Adam-outer final |",
+           "|---" * (len(keys) + 2) + "|"]
+  for seed, row in summary["seeds"].items():
+    lines.append(f"| {seed} | " + " | ".join(_fmt(row[k]) for k in keys)
+                 + f" | {_fmt(row['steps_to_tuned_adam_outer_final'])} |")
+  lines.append("| mean | " + " | ".join(
+      "–" if summary["mean"][k] is None else _fmt(summary["mean"][k])
+      for k in keys) + " | |")
+  return "\n".join(lines) + "\n"
+
+
+def compare_seeds(out_dir: str, seeds: Sequence[int],
+                  extra_bindings: Sequence[str], **kwargs: Any
+                  ) -> dict[str, Any]:
+  """`compare` once per seed into out_dir/seed_<S>, then seeds.md/.json."""
+  results = {
+      seed: compare(os.path.join(out_dir, f"seed_{seed}"),
+                    extra_bindings=[*extra_bindings,
+                                    f"PopulationTrainer.seed = {seed}"],
+                    **kwargs)
+      for seed in seeds}
+  summary = seed_summary(results)
+  with open(os.path.join(out_dir, "seeds.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  with open(os.path.join(out_dir, "seeds.md"), "w") as f:
+    f.write(seeds_markdown(summary))
+  return summary
+
+
 FLAGS = flags.FLAGS
 
 
@@ -367,16 +447,28 @@ def define_flags() -> None:
   flags.DEFINE_integer("throughput_steps", 10,
                        "Timed steps per side of the throughput benchmark (0: skip).")
   flags.DEFINE_bool("skip_no_pbt", False, "Skip the no-PBT ablation arm.")
+  flags.DEFINE_list("seeds", [], "If set, run the comparison once per seed "
+                    "(out_dir/seed_<S>) and summarise them in seeds.md/json.")
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   if not FLAGS.out_dir:
     config.exit_with_error(ValueError("--out_dir is required"))
-  compare(FLAGS.out_dir, FLAGS.base_config, FLAGS.gin_bindings,
-          FLAGS.outer_steps, FLAGS.adam_outer_lrs, FLAGS.adam_inner_lrs,
-          FLAGS.heldout_tasks, FLAGS.heldout_steps, FLAGS.throughput_steps,
-          not FLAGS.skip_no_pbt)
+  try:
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError as e:
+    config.exit_with_error(ValueError(f"--seeds must be integers: {e}"))
+  kwargs = dict(
+      base_config=FLAGS.base_config, outer_steps=FLAGS.outer_steps,
+      adam_outer_lrs=FLAGS.adam_outer_lrs, adam_inner_lrs=FLAGS.adam_inner_lrs,
+      heldout_tasks=FLAGS.heldout_tasks, heldout_steps=FLAGS.heldout_steps,
+      throughput_steps=FLAGS.throughput_steps,
+      with_no_pbt=not FLAGS.skip_no_pbt)
+  if seeds:
+    compare_seeds(FLAGS.out_dir, seeds, FLAGS.gin_bindings, **kwargs)
+  else:
+    compare(FLAGS.out_dir, extra_bindings=FLAGS.gin_bindings, **kwargs)
 
 
 if __name__ == "__main__":

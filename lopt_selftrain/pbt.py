@@ -11,6 +11,7 @@ left to copy from so the caller restores the last good population.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import gin
@@ -33,12 +34,16 @@ class PBTConfig:
       one of these, drawn uniformly (classic PBT perturbation).
     weight_noise_std: relative Gaussian noise added to copied weights (0 = exact
       copies; the step-scale perturbation is the default source of diversity).
+    step_scale_range: (low, high) the explored step scale is clipped to. PBT's
+      short-horizon selection favours ever larger steps right after take-off
+      and ever smaller ones near a plateau; a bounded search range stops both.
   """
   enabled: bool = True
   interval: int = 50
   exploit_fraction: float = 0.25
   explore_factors: tuple[float, ...] = (0.8, 1.25)
   weight_noise_std: float = 0.0
+  step_scale_range: tuple[float, float] = (0.0, math.inf)
 
   def __post_init__(self):
     if self.interval < 1:
@@ -52,6 +57,10 @@ class PBTConfig:
     if self.weight_noise_std < 0:
       raise ValueError("PBTConfig.weight_noise_std must be >= 0, got "
                        f"{self.weight_noise_std}")
+    low, high = self.step_scale_range
+    if not 0 <= low < high:
+      raise ValueError("PBTConfig.step_scale_range must be (low, high) with "
+                       f"0 <= low < high, got {self.step_scale_range}")
 
 
 def select(meta_loss: np.ndarray, healthy: np.ndarray, exploit_fraction: float,
@@ -101,7 +110,9 @@ def gather(tree: Any, source: jax.Array) -> Any:
 
 def explore(step_scale: jax.Array, theta: Any, replaced: jax.Array,
             key: jax.Array, explore_factors: tuple[float, ...],
-            weight_noise_std: float) -> tuple[jax.Array, Any]:
+            weight_noise_std: float,
+            step_scale_range: tuple[float, float] = (0.0, math.inf)
+            ) -> tuple[jax.Array, Any]:
   """Perturbs replaced members: step scale by a random factor, weights by noise.
 
   Args:
@@ -111,6 +122,7 @@ def explore(step_scale: jax.Array, theta: Any, replaced: jax.Array,
     key: PRNG key.
     explore_factors: multiplicative perturbations of the step scale.
     weight_noise_std: relative std of the weight noise (0 disables it).
+    step_scale_range: (low, high) a perturbed scale is clipped to.
 
   Returns:
     (step_scale, theta) with only the replaced members changed.
@@ -119,7 +131,8 @@ def explore(step_scale: jax.Array, theta: Any, replaced: jax.Array,
   factors = jnp.asarray(explore_factors, step_scale.dtype)
   drawn = factors[jax.random.randint(key_factor, step_scale.shape, 0,
                                      len(explore_factors))]
-  step_scale = jnp.where(replaced, step_scale * drawn, step_scale)
+  perturbed = jnp.clip(step_scale * drawn, *step_scale_range)
+  step_scale = jnp.where(replaced, perturbed, step_scale)
   if weight_noise_std == 0:
     return step_scale, theta
   leaves, treedef = jax.tree_util.tree_flatten(theta)

@@ -353,7 +353,7 @@ class PopulationTrainer:
     step_scale, thetas = pbt.explore(
         outer.step_scale, jax.vmap(self.outer_opt.get_params)(outer), replaced,
         k_explore, self.pbt_config.explore_factors,
-        self.pbt_config.weight_noise_std)
+        self.pbt_config.weight_noise_std, self.pbt_config.step_scale_range)
     return state.replace(
         outer_opt_state=outer.with_theta(thetas).replace(step_scale=step_scale),
         key=key)

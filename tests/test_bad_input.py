@@ -51,6 +51,9 @@ ROWS = {
     "exploit_fraction_one": (
         _binding("PBTConfig.exploit_fraction = 1.0"),
         r"exploit_fraction must be in \[0, 1\), got 1.0"),
+    "inverted_step_scale_range": (
+        _binding("PBTConfig.step_scale_range = (4.0, 0.25)"),
+        r"step_scale_range must be \(low, high\) with 0 <= low < high"),
     "unknown_teacher": (
         _binding("PopulationTrainer.teacher = 'oracle'"),
         r"teacher must be one of .*got 'oracle'"),

@@ -41,7 +41,8 @@ def test_tiny_compare_writes_figures_and_tables(tmp_path):
   assert saved["tuned_adam_outer_arm"] == "adam_outer_lr1e-3"
   for arm in saved["arms"].values():
     assert {"final_best_meta_loss", "final_median_meta_loss",
-            "late_best_meta_loss", "steps_to_tuned_adam_outer_final",
+            "late_best_meta_loss", "lowest_best_meta_loss",
+            "steps_to_tuned_adam_outer_final",
             "improvement_per_100_steps", "acceleration", "wall_time_s",
             "heldout_final_loss"} <= set(arm)
     assert set(arm["heldout_final_loss"]) == {"quadratic10"}
@@ -59,6 +60,26 @@ def test_tiny_compare_writes_figures_and_tables(tmp_path):
   assert "selftrain_pbt" in md and "Throughput" in md
 
 
+def test_tiny_compare_over_seeds_writes_each_seed_and_the_summary(tmp_path):
+  out = str(tmp_path / "seeds")
+  summary = compare.compare_seeds(
+      out, [3, 4], TINY,
+      base_config=os.path.join(REPO, "gin_configs", "selftrain_cpu_demo.gin"),
+      outer_steps=2, adam_outer_lrs=["1e-3"], adam_inner_lrs=["1e-2"],
+      heldout_tasks=2, heldout_steps=5, throughput_steps=0, with_no_pbt=False)
+  for seed in (3, 4):
+    with open(os.path.join(out, f"seed_{seed}", "results.json")) as f:
+      saved = json.load(f)
+    assert saved["bindings"][-2] == f"PopulationTrainer.seed = {seed}"
+    assert set(saved["arms"]) == {"selftrain_pbt", "adam_outer_lr1e-3"}
+  with open(os.path.join(out, "seeds.json")) as f:
+    assert json.load(f) == json.loads(json.dumps(summary))
+  assert set(summary["seeds"]) == {3, 4}
+  # Different seeds evaluate different tasks.
+  assert (summary["seeds"][3]["final_best"] != summary["seeds"][4]["final_best"])
+  assert os.path.getsize(os.path.join(out, "seeds.md")) > 0
+
+
 def test_steps_to_reach_and_improvement_rates():
   records = [{"step": s, "best_meta_loss": v, "median_meta_loss": v}
              for s, v in [(0, 1.0), (100, 0.9), (200, 0.5), (300, 0.1)]]
@@ -73,3 +94,30 @@ def test_steps_to_reach_and_improvement_rates():
   assert compare.acceleration([None, 0.1, 0.2]) is None
   assert compare.late_mean(records, fraction=0.5) == pytest.approx(0.3)
   assert compare.late_mean([{"best_meta_loss": None}]) is None
+
+
+def _arm(final, lowest, steps=None, accel=2.0):
+  return {"final_best_meta_loss": final, "lowest_best_meta_loss": lowest,
+          "late_best_meta_loss": final, "acceleration": accel,
+          "steps_to_tuned_adam_outer_final": steps}
+
+
+def test_seed_summary_counts_reached_seeds_and_averages():
+  results = {
+      1: {"tuned_adam_outer_arm": "adam_outer_lr1e-2",
+          "arms": {"selftrain_pbt": _arm(0.5, 0.49, steps=300),
+                   "adam_outer_lr1e-2": _arm(0.52, 0.51, steps=600, accel=0.5)}},
+      0: {"tuned_adam_outer_arm": "adam_outer_lr3e-3",
+          "arms": {"selftrain_pbt": _arm(0.6, 0.55, accel=None),
+                   "adam_outer_lr3e-3": _arm(0.54, 0.53, steps=500)}},
+  }
+  summary = compare.seed_summary(results)
+  assert list(summary["seeds"]) == [0, 1]
+  assert summary["reached"] == 1
+  assert summary["seeds"][0]["tuned_adam_outer_final_best"] == 0.54
+  assert summary["mean"]["final_best"] == pytest.approx(0.55)
+  assert summary["mean"]["tuned_adam_outer_final_best"] == pytest.approx(0.53)
+  assert summary["mean"]["acceleration"] == pytest.approx(2.0)  # None skipped
+  md = compare.seeds_markdown(summary)
+  assert "1 of 2 seeds" in md
+  assert md.count("\n| ") == 4  # header, seed 0, seed 1, mean

@@ -69,6 +69,18 @@ def test_explore_without_weight_noise_keeps_weights_identical():
   np.testing.assert_array_equal(new_theta["w"], theta["w"])
 
 
+@pytest.mark.parametrize("factor,expected", [(2.0, [8.0, 4.0, 0.5]),
+                                             (0.5, [8.0, 2.0, 0.25])])
+def test_explore_clips_perturbed_scale_to_range_but_not_kept_members(
+    factor, expected):
+  scale = jnp.array([8.0, 4.0, 0.25])
+  replaced = jnp.array([False, True, True])
+  new_scale, _ = pbt.explore(scale, {"w": jnp.ones((3, 1))}, replaced,
+                             jax.random.PRNGKey(2), (factor,), 0.0,
+                             step_scale_range=(0.25, 4.0))
+  np.testing.assert_array_equal(new_scale, expected)
+
+
 def test_lineage_records_who_copied_whom_and_why():
   events = pbt.lineage_events(
       100, np.array([0, 0, 2, 0]), np.array([False, True, False, True]),
@@ -80,7 +92,8 @@ def test_lineage_records_who_copied_whom_and_why():
 
 @pytest.mark.parametrize("kwargs", [
     {"exploit_fraction": 1.0}, {"exploit_fraction": -0.1}, {"interval": 0},
-    {"explore_factors": ()}, {"weight_noise_std": -1.0}])
+    {"explore_factors": ()}, {"weight_noise_std": -1.0},
+    {"step_scale_range": (1.0, 1.0)}, {"step_scale_range": (-1.0, 2.0)}])
 def test_bad_config_is_rejected(kwargs):
   with pytest.raises(ValueError, match="PBTConfig"):
     pbt.PBTConfig(**kwargs)
