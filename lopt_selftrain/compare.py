@@ -68,10 +68,36 @@ def _build(base_config: str, bindings: Sequence[str]) -> PopulationTrainer:
   return PopulationTrainer()
 
 
+ARM_CONFIG = "arm_config.gin"
+
+
+def claim_arm_dir(log_dir: str, config_text: str) -> None:
+  """Lets an arm resume only a run of exactly the same gin config.
+
+  An interrupted comparison picks up where it stopped; an arm directory left by
+  another config (an edited gin file, other flags) would otherwise be resumed
+  silently and its stale results reported as new.
+  """
+  path = os.path.join(log_dir, ARM_CONFIG)
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == config_text:
+        return
+  elif not os.path.exists(log_dir) or not os.listdir(log_dir):
+    os.makedirs(log_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      f.write(config_text)
+    os.replace(path + ".tmp", path)
+    return
+  raise ValueError(f"{log_dir} holds a run of another config; pass a new "
+                   "--out_dir or delete that directory")
+
+
 def run_arm(base_config: str, bindings: Sequence[str], log_dir: str
             ) -> dict[str, Any]:
   """Trains one arm; returns its metrics and its best member's weights."""
   trainer = _build(base_config, bindings)
+  claim_arm_dir(log_dir, gin.config_str())
   start = time.time()
   state = train.train(trainer, log_dir)
   meta_loss = np.where(np.isfinite(state.meta_loss), state.meta_loss, np.inf)
@@ -465,10 +491,13 @@ def main(argv: Sequence[str]) -> None:
       heldout_tasks=FLAGS.heldout_tasks, heldout_steps=FLAGS.heldout_steps,
       throughput_steps=FLAGS.throughput_steps,
       with_no_pbt=not FLAGS.skip_no_pbt)
-  if seeds:
-    compare_seeds(FLAGS.out_dir, seeds, FLAGS.gin_bindings, **kwargs)
-  else:
-    compare(FLAGS.out_dir, extra_bindings=FLAGS.gin_bindings, **kwargs)
+  try:
+    if seeds:
+      compare_seeds(FLAGS.out_dir, seeds, FLAGS.gin_bindings, **kwargs)
+    else:
+      compare(FLAGS.out_dir, extra_bindings=FLAGS.gin_bindings, **kwargs)
+  except ValueError as e:  # a stale arm directory, a bad binding value
+    config.exit_with_error(e)
 
 
 if __name__ == "__main__":
