@@ -72,16 +72,22 @@ ARM_CONFIG = "arm_config.gin"
 
 
 def claim_arm_dir(log_dir: str, config_text: str) -> None:
-  """Lets an arm resume only a run of exactly the same gin config.
+  """Lets an arm resume only a run of the same gin config.
 
-  An interrupted comparison picks up where it stopped; an arm directory left by
-  another config (an edited gin file, other flags) would otherwise be resumed
-  silently and its stale results reported as new.
+  An interrupted comparison picks up where it stopped, and a longer one
+  (--outer_steps) extends the arms of a shorter one: resumption is exact, and
+  the number of outer steps is the one binding allowed to differ. An arm
+  directory left by another config (an edited gin file, other flags) would
+  otherwise be resumed silently and its stale results reported as new.
   """
+  def without_length(text):
+    return [line for line in text.splitlines()
+            if not line.startswith("PopulationTrainer.num_outer_steps")]
+
   path = os.path.join(log_dir, ARM_CONFIG)
   if os.path.exists(path):
     with open(path) as f:
-      if f.read() == config_text:
+      if without_length(f.read()) == without_length(config_text):
         return
   elif not os.path.exists(log_dir) or not os.listdir(log_dir):
     os.makedirs(log_dir, exist_ok=True)

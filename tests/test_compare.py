@@ -121,3 +121,20 @@ def test_seed_summary_counts_reached_seeds_and_averages():
   md = compare.seeds_markdown(summary)
   assert "1 of 2 seeds" in md
   assert md.count("\n| ") == 4  # header, seed 0, seed 1, mean
+
+
+def test_arm_dir_resumes_only_the_same_config(tmp_path):
+  arm = str(tmp_path / "arms" / "selftrain_pbt")
+  compare.claim_arm_dir(arm, "A = 1\n")
+  compare.claim_arm_dir(arm, "A = 1\n")  # an interrupted run resumes
+  compare.claim_arm_dir(  # a longer run extends it
+      arm, "A = 1\nPopulationTrainer.num_outer_steps = 900\n")
+  with pytest.raises(ValueError, match="holds a run of another config"):
+    compare.claim_arm_dir(arm, "A = 2\n")
+  with open(os.path.join(arm, compare.ARM_CONFIG)) as f:
+    assert f.read() == "A = 1\n"  # the old record is kept
+  legacy = tmp_path / "legacy"  # a run from before arm configs were recorded
+  legacy.mkdir()
+  (legacy / "metrics.jsonl").write_text("{}\n")
+  with pytest.raises(ValueError, match="holds a run of another config"):
+    compare.claim_arm_dir(str(legacy), "A = 1\n")
