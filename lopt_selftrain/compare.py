@@ -71,6 +71,10 @@ def _build(base_config: str, bindings: Sequence[str]) -> PopulationTrainer:
 ARM_CONFIG = "arm_config.gin"
 
 
+class StaleArmDirError(ValueError):
+  """An arm directory holds a run of another config."""
+
+
 def claim_arm_dir(log_dir: str, config_text: str) -> None:
   """Lets an arm resume only a run of the same gin config.
 
@@ -95,7 +99,7 @@ def claim_arm_dir(log_dir: str, config_text: str) -> None:
       f.write(config_text)
     os.replace(path + ".tmp", path)
     return
-  raise ValueError(f"{log_dir} holds a run of another config; pass a new "
+  raise StaleArmDirError(f"{log_dir} holds a run of another config; pass a new "
                    "--out_dir or delete that directory")
 
 
@@ -104,16 +108,17 @@ def run_arm(base_config: str, bindings: Sequence[str], log_dir: str
   """Trains one arm; returns its metrics and its best member's weights."""
   trainer = _build(base_config, bindings)
   claim_arm_dir(log_dir, gin.config_str())
-  start = time.time()
   state = train.train(trainer, log_dir)
   meta_loss = np.where(np.isfinite(state.meta_loss), state.meta_loss, np.inf)
   best = int(np.argmin(meta_loss))
+  records = checkpoint.read(os.path.join(log_dir, "metrics.jsonl"))
   return {
       "trainer": trainer,
-      "records": checkpoint.read(os.path.join(log_dir, "metrics.jsonl")),
+      "records": records,
       "best_theta": jax.tree_util.tree_map(lambda x: x[best],
                                            trainer.thetas(state)),
-      "wall_time_s": time.time() - start,
+      # The training loop's clock, summed over resumptions of the arm.
+      "wall_time_s": records[-1]["wall_time_s"],
   }
 
 
@@ -502,7 +507,7 @@ def main(argv: Sequence[str]) -> None:
       compare_seeds(FLAGS.out_dir, seeds, FLAGS.gin_bindings, **kwargs)
     else:
       compare(FLAGS.out_dir, extra_bindings=FLAGS.gin_bindings, **kwargs)
-  except ValueError as e:  # a stale arm directory, a bad binding value
+  except StaleArmDirError as e:
     config.exit_with_error(e)
 
 

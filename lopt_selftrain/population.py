@@ -156,6 +156,12 @@ class PopulationTrainer:
     self.teacher = teacher
     self.estimator_config = estimator or EstimatorConfig()
     self.pbt_config = pbt_config or pbt.PBTConfig()
+    low, high = self.pbt_config.step_scale_range
+    if self.self_training and not low <= outer_opt.step_scale <= high:
+      # PBT would clip the first copies into the range: a jump, not a search.
+      raise ValueError(
+          f"SelfUpdate.step_scale = {outer_opt.step_scale} is outside "
+          f"PBTConfig.step_scale_range = {self.pbt_config.step_scale_range}")
     self.eval_config = eval_config or evaluation.EvalConfig()
     self.seed = seed
     self.num_outer_steps = num_outer_steps

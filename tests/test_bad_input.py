@@ -54,6 +54,9 @@ ROWS = {
     "inverted_step_scale_range": (
         _binding("PBTConfig.step_scale_range = (4.0, 0.25)"),
         r"step_scale_range must be \(low, high\) with 0 <= low < high"),
+    "step_scale_outside_its_range": (
+        _binding("PBTConfig.step_scale_range = (0.25, 4.0)"),
+        r"SelfUpdate.step_scale = 0.01 is outside PBTConfig.step_scale_range"),
     "unknown_teacher": (
         _binding("PopulationTrainer.teacher = 'oracle'"),
         r"teacher must be one of .*got 'oracle'"),
