@@ -345,7 +345,7 @@ def read(path: str) -> list[dict]:
   return records
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> None:
   """Replaces `path` by `data` through a temp file and rename."""
   tmp = f"{path}.tmp-{uuid.uuid4().hex}"
   with tf.io.gfile.GFile(tmp, "wb") as f:
@@ -378,7 +378,7 @@ class JsonlLog:
       if tf.io.gfile.exists(self.path):
         with tf.io.gfile.GFile(self.path, "rb") as f:
           old = f.read()
-      _write_atomic(self.path, old + line)
+      write_atomic(self.path, old + line)
       return
     with tf.io.gfile.GFile(self.path, "ab") as f:  # Closing flushes.
       f.write(line)
@@ -398,4 +398,4 @@ class JsonlLog:
     if not tf.io.gfile.exists(self.path):
       return
     kept = [r for r in read(self.path) if r.get("step", step) <= step]
-    _write_atomic(self.path, _lines(kept))
+    write_atomic(self.path, _lines(kept))

@@ -95,12 +95,10 @@ def claim_arm_dir(log_dir: str, config_text: str) -> None:
         return
   elif not os.path.exists(log_dir) or not os.listdir(log_dir):
     os.makedirs(log_dir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-      f.write(config_text)
-    os.replace(path + ".tmp", path)
+    checkpoint.write_atomic(path, config_text.encode())
     return
-  raise StaleArmDirError(f"{log_dir} holds a run of another config; pass a new "
-                   "--out_dir or delete that directory")
+  raise StaleArmDirError(f"{log_dir} holds a run of another config; pass a "
+                         "new --out_dir or delete that directory")
 
 
 def run_arm(base_config: str, bindings: Sequence[str], log_dir: str
