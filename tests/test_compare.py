@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from lopt_selftrain import compare
+from lopt_selftrain import compare, report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -118,7 +118,7 @@ def test_seed_summary_counts_reached_seeds_and_averages():
   assert summary["mean"]["final_best"] == pytest.approx(0.55)
   assert summary["mean"]["tuned_adam_outer_final_best"] == pytest.approx(0.53)
   assert summary["mean"]["acceleration"] == pytest.approx(2.0)  # None skipped
-  md = compare.seeds_markdown(summary)
+  md = report.seeds_markdown(summary)
   assert "1 of 2 seeds" in md
   assert md.count("\n| ") == 4  # header, seed 0, seed 1, mean
 
