@@ -37,6 +37,10 @@ class PBTConfig:
     step_scale_range: (low, high) the explored step scale is clipped to. PBT's
       short-horizon selection favours ever larger steps right after take-off
       and ever smaller ones near a plateau; a bounded search range stops both.
+    initial_step_scale_spread: members start at step scales spaced evenly in
+      log from scale / spread to scale * spread (`SelfUpdate.step_scale` is
+      the geometric centre), as PBT usually starts from a spread of
+      hyperparameters; 1.0 starts every member at the same scale.
   """
   enabled: bool = True
   interval: int = 50
@@ -44,6 +48,7 @@ class PBTConfig:
   explore_factors: tuple[float, ...] = (0.8, 1.25)
   weight_noise_std: float = 0.0
   step_scale_range: tuple[float, float] = (0.0, math.inf)
+  initial_step_scale_spread: float = 1.0
 
   def __post_init__(self):
     if self.interval < 1:
@@ -61,6 +66,16 @@ class PBTConfig:
     if not 0 <= low < high:
       raise ValueError("PBTConfig.step_scale_range must be (low, high) with "
                        f"0 <= low < high, got {self.step_scale_range}")
+    if not self.initial_step_scale_spread >= 1:
+      raise ValueError("PBTConfig.initial_step_scale_spread must be >= 1, got "
+                       f"{self.initial_step_scale_spread}")
+
+  def initial_step_scales(self, step_scale: float, n: int) -> np.ndarray:
+    """[n] starting self-update scales: a geometric ladder around
+    `step_scale` (see `initial_step_scale_spread`)."""
+    spread = self.initial_step_scale_spread
+    return np.geomspace(step_scale / spread, step_scale * spread, n,
+                        dtype=np.float32)
 
 
 def select(meta_loss: np.ndarray, healthy: np.ndarray, exploit_fraction: float,

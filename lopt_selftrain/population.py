@@ -156,12 +156,21 @@ class PopulationTrainer:
     self.teacher = teacher
     self.estimator_config = estimator or EstimatorConfig()
     self.pbt_config = pbt_config or pbt.PBTConfig()
-    low, high = self.pbt_config.step_scale_range
-    if self.self_training and not low <= outer_opt.step_scale <= high:
-      # PBT would clip the first copies into the range: a jump, not a search.
-      raise ValueError(
-          f"SelfUpdate.step_scale = {outer_opt.step_scale} is outside "
-          f"PBTConfig.step_scale_range = {self.pbt_config.step_scale_range}")
+    if self.self_training:
+      self.initial_step_scales = (
+          self.pbt_config.initial_step_scales(outer_opt.step_scale,
+                                              population_size)
+          if self.pbt_config.enabled else
+          np.full(population_size, outer_opt.step_scale, np.float32))
+      low, high = self.pbt_config.step_scale_range
+      first, last = self.initial_step_scales[[0, -1]]
+      if not low <= first <= last <= high:
+        # PBT would clip the first copies into the range: a jump, not a search.
+        raise ValueError(
+            f"SelfUpdate.step_scale = {outer_opt.step_scale} starts members at "
+            f"scales {first:.3g}..{last:.3g} (PBTConfig.initial_step_scale_spread"
+            f" = {self.pbt_config.initial_step_scale_spread}), outside "
+            f"PBTConfig.step_scale_range = {self.pbt_config.step_scale_range}")
     self.eval_config = eval_config or evaluation.EvalConfig()
     self.seed = seed
     self.num_outer_steps = num_outer_steps
@@ -189,6 +198,9 @@ class PopulationTrainer:
     thetas = jax.vmap(self.learned_opt.init)(jax.random.split(k_theta, n))
     outer_state = jax.vmap(functools.partial(
         self.outer_opt.init, num_steps=self.num_outer_steps))(thetas)
+    if self.self_training:
+      outer_state = outer_state.replace(
+          step_scale=jnp.asarray(self.initial_step_scales))
     state = PopulationState(
         outer_opt_state=outer_state, estimator_states=(),
         healthy=jnp.ones(n, bool), meta_loss=jnp.full(n, jnp.inf),

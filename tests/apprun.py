@@ -30,19 +30,24 @@ MNIST1D_BINDINGS = (
 )
 
 
+def cache_settings(tmp_path_factory) -> dict[str, str | int]:
+  """JAX options (as environment names) of the pytest session's persistent
+  compilation cache: every computation is cached, however quick to compile."""
+  return {
+      "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.getbasetemp()
+                                       / "jax_cache"),
+      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": 0,
+      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": -1,
+  }
+
+
 def app_env(tmp_path_factory) -> dict[str, str]:
-  """Environment of an app process: CPU only, quiet TF, and a compile cache
-  shared by every app process of the pytest session."""
-  jax_cache_dir = tmp_path_factory.getbasetemp() / "jax_cache"
+  """Environment of an app process: CPU only, quiet TF, and the compile cache
+  shared by every process of the pytest session."""
   env = dict(os.environ)
-  env.update({
-      "TF_CPP_MIN_LOG_LEVEL": "3",
-      "CUDA_VISIBLE_DEVICES": "",
-      "JAX_PLATFORMS": "cpu",
-      "JAX_COMPILATION_CACHE_DIR": str(jax_cache_dir),
-      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
-  })
+  env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
+              "JAX_PLATFORMS": "cpu"})
+  env.update({k: str(v) for k, v in cache_settings(tmp_path_factory).items()})
   return env
 
 

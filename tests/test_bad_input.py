@@ -56,7 +56,8 @@ ROWS = {
         r"step_scale_range must be \(low, high\) with 0 <= low < high"),
     "step_scale_outside_its_range": (
         _binding("PBTConfig.step_scale_range = (0.25, 4.0)"),
-        r"SelfUpdate.step_scale = 0.01 is outside PBTConfig.step_scale_range"),
+        r"SelfUpdate.step_scale = 0.01 starts members at .* outside "
+        r"PBTConfig.step_scale_range"),
     "unknown_teacher": (
         _binding("PopulationTrainer.teacher = 'oracle'"),
         r"teacher must be one of .*got 'oracle'"),

@@ -81,6 +81,14 @@ def test_explore_clips_perturbed_scale_to_range_but_not_kept_members(
   np.testing.assert_array_equal(new_scale, expected)
 
 
+def test_initial_step_scales_are_a_geometric_ladder_around_the_scale():
+  ladder = pbt.PBTConfig(initial_step_scale_spread=4.0).initial_step_scales(
+      1.0, 3)
+  np.testing.assert_allclose(ladder, [0.25, 1.0, 4.0], rtol=1e-6)
+  np.testing.assert_array_equal(pbt.PBTConfig().initial_step_scales(0.5, 2),
+                                [0.5, 0.5])
+
+
 def test_lineage_records_who_copied_whom_and_why():
   events = pbt.lineage_events(
       100, np.array([0, 0, 2, 0]), np.array([False, True, False, True]),
@@ -93,7 +101,8 @@ def test_lineage_records_who_copied_whom_and_why():
 @pytest.mark.parametrize("kwargs", [
     {"exploit_fraction": 1.0}, {"exploit_fraction": -0.1}, {"interval": 0},
     {"explore_factors": ()}, {"weight_noise_std": -1.0},
-    {"step_scale_range": (1.0, 1.0)}, {"step_scale_range": (-1.0, 2.0)}])
+    {"step_scale_range": (1.0, 1.0)}, {"step_scale_range": (-1.0, 2.0)},
+    {"initial_step_scale_spread": 0.5}])
 def test_bad_config_is_rejected(kwargs):
   with pytest.raises(ValueError, match="PBTConfig"):
     pbt.PBTConfig(**kwargs)

@@ -124,6 +124,20 @@ def test_exploit_copies_weights_and_optimizer_state_then_explores_scale():
   assert scale[2] in (pytest.approx(0.008), pytest.approx(0.0125))
 
 
+@pytest.mark.parametrize("enabled,expected", [
+    (True, [0.0025, 0.005, 0.01, 0.02, 0.04]), (False, [0.01] * 5)])
+def test_members_start_on_a_step_scale_ladder_only_with_pbt(enabled, expected):
+  trainer = _trainer(population_size=5, enabled=enabled,
+                     initial_step_scale_spread=4.0)
+  np.testing.assert_allclose(trainer.init().outer_opt_state.step_scale,
+                             expected, rtol=1e-6)
+
+
+def test_step_scale_ladder_outside_the_range_fails_at_construction():
+  with pytest.raises(ValueError, match=r"scales 0.0025..0.04 .* outside"):
+    _trainer(initial_step_scale_spread=4.0, step_scale_range=(0.005, 1.0))
+
+
 def test_all_members_diverged_restores_last_good_population(tmp_path,
                                                             monkeypatch):
   trainer = _trainer()
