@@ -63,7 +63,9 @@ class SelfUpdate(opt_base.Optimizer):
     learned_opt: the learned optimizer whose weights are being trained; its
       `opt_fn(weights)` computes the update of theta. None lets the population
       trainer fill in its own learned optimizer (same architecture).
-    step_scale: initial multiplier on the learned step at the meta level.
+    step_scale: initial multiplier on the learned step at the meta level (in
+      a population with `PBTConfig.initial_step_scale_spread` > 1, the centre
+      of the members' starting scales).
     max_step_rms: if set, each tensor's learned step is shrunk (direction kept)
       to root-mean-square at most this before `step_scale` multiplies it. A
       safety rail for the feedback loop: a learned optimizer that learns larger
