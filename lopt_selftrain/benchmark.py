@@ -142,6 +142,9 @@ def main(argv: Sequence[str]) -> None:
     print(f"| {jax.device_count()} | {trainer.population_size} | "
           f"{seconds:.4f} |")
     return
+  device = jax.devices()[0]
+  print(f"{jax.device_count()} x {device.platform} ({device.device_kind}), "
+        f"jax {jax.__version__}, {FLAGS.steps} timed steps per side\n")
   print(markdown(mixture_throughput(trainer, FLAGS.steps)))
 
 
