@@ -32,7 +32,7 @@ import runpy
 import sys
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 STAND_INS = ("tensorflow", "tensorflow_datasets", "flax.metrics.tensorboard")
 
@@ -46,7 +46,7 @@ def _local(path: str) -> str:
 def _rename(src: str, dst: str, overwrite: bool = False) -> None:
   if not overwrite and os.path.exists(_local(dst)):
     raise FileExistsError(dst)
-  os.replace(_local(src), dst)
+  os.replace(_local(src), _local(dst))
 
 
 class _NullWriter:
@@ -94,7 +94,7 @@ class Placeholder:
       raise AttributeError(name)
     return _resolve(f"{self._path}.{name}")
 
-  def __call__(self, *args: Any, **kwargs: Any) -> None:
+  def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
     raise RuntimeError(f"{self._path} was called, but TensorFlow is not installed "
                        "(launch/no_tensorflow.py stands in for it)")
 
