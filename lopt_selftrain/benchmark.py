@@ -14,6 +14,7 @@ so the only difference is vmapped-population vs. a Python loop over learners.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,12 @@ import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 from lopt_selftrain import config, pbt, sharding
 from lopt_selftrain.population import PopulationTrainer
 from lopt_selftrain.tasks import TaskMixture
+
+
+def machine() -> str:
+  """What the timings ran on, e.g. '16 CPU cores, 1 x NVIDIA H200'."""
+  return (f"{os.cpu_count()} CPU cores, {jax.device_count()} x "
+          f"{jax.devices()[0].device_kind}")
 
 
 def _timed(fn, state, steps: int) -> tuple[Any, float]:
@@ -142,9 +149,8 @@ def main(argv: Sequence[str]) -> None:
     print(f"| {jax.device_count()} | {trainer.population_size} | "
           f"{seconds:.4f} |")
     return
-  device = jax.devices()[0]
-  print(f"{jax.device_count()} x {device.platform} ({device.device_kind}), "
-        f"jax {jax.__version__}, {FLAGS.steps} timed steps per side\n")
+  print(f"{machine()}, jax {jax.__version__}, {FLAGS.steps} timed steps per "
+        "side\n")
   print(markdown(mixture_throughput(trainer, FLAGS.steps)))
 
 

@@ -245,8 +245,7 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
            for name, run in runs.items()}
   results = {
       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-      "machine": (f"{os.cpu_count()} CPU cores, {jax.device_count()} x "
-                  f"{jax.devices()[0].device_kind}"),
+      "machine": benchmark.machine(),
       "base_config": base_config,
       "bindings": common,
       "outer_steps": outer_steps,
