@@ -39,7 +39,15 @@ from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
-from lopt_selftrain import benchmark, checkpoint, config, evaluation, report, train
+from lopt_selftrain import (
+  benchmark,
+  checkpoint,
+  config,
+  evaluation,
+  files,
+  report,
+  train,
+)
 from lopt_selftrain.population import PopulationTrainer
 
 HELDOUT_SEED = 2**20  # Never used by training or evaluation keys.
@@ -91,7 +99,8 @@ def claim_arm_dir(log_dir: str, config_text: str) -> None:
         return
   elif not os.path.exists(log_dir) or not os.listdir(log_dir):
     os.makedirs(log_dir, exist_ok=True)
-    checkpoint.write_atomic(path, config_text.encode())
+    files.write_atomic(path, config_text.encode())
+
     return
   raise StaleArmDirError(f"{log_dir} holds a run of another config; pass a "
                          "new --out_dir or delete that directory")
