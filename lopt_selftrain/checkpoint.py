@@ -3,12 +3,12 @@
 Meta-training runs for days on preemptible VMs, so every write here is atomic
 (temp file in the same directory, then rename) and every checkpoint carries a
 checksum: a file cut short or damaged by a crash is detected and skipped, never
-half-restored. All I/O goes through `tf.io.gfile`, so a directory may be a local
-path or a `gs://` URL.
+half-restored. All I/O goes through `files`, so a directory may be a local path
+or a `gs://` URL.
 
 Checkpoint file format (one file per checkpoint, `ckpt_<step, 9+ digits>.ckpt`)::
 
-  b"LOPTCK01"                     8 bytes, magic and format version
+  b"LOPTCK01"                     8 bytes, magic and format version (`files.Envelope`)
   header length H                 8 bytes, unsigned little-endian
   header                          H bytes, UTF-8 JSON (see below)
   array data                      raw C-order little-endian bytes of every
@@ -39,22 +39,20 @@ Typical resume loop::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 import struct
-import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import numpy as np
-import tensorflow as tf
-from jax.experimental import multihost_utils
 
-_MAGIC = b"LOPTCK01"
+from lopt_selftrain import files, sharding
+
+_ENVELOPE = files.Envelope(b"LOPTCK01", "a checkpoint")
 _LEN = struct.Struct("<Q")
-_DIGEST_BYTES = 32
 _NAME_RE = re.compile(r"^ckpt_(\d+)\.ckpt$")
 _PY_SCALARS = {"bool": bool, "int": int, "float": float}
 
@@ -62,9 +60,6 @@ _PY_SCALARS = {"bool": bool, "int": int, "float": float}
 class IncompatibleCheckpointError(ValueError):
   """A checkpoint verifies but its tree differs from the target: a different config."""
 
-
-class _CorruptError(Exception):
-  """The file is not a complete, intact checkpoint (e.g. cut short by a crash)."""
 
 
 def checkpoint_path(directory: str, step: int) -> str:
@@ -78,10 +73,10 @@ def list_steps(directory: str) -> list[int]:
   Only names `ckpt_<digits>.ckpt` count; temp files of interrupted saves and
   unrelated files are ignored. Listed files are not verified.
   """
-  if not tf.io.gfile.isdir(directory):
+  if not files.isdir(directory):
     return []
   steps = []
-  for name in tf.io.gfile.listdir(directory):
+  for name in files.listdir(directory):
     match = _NAME_RE.match(name.rstrip("/"))
     if match:
       steps.append(int(match.group(1)))
@@ -95,18 +90,21 @@ def _flatten(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
   return [(jax.tree_util.keystr(p), leaf) for p, leaf in leaves], treedef
 
 
-def _to_host(leaves: list[Any]) -> list[Any]:
-  """Copies jax arrays to host numpy arrays; other leaves pass through.
+def _to_host(flat: list[tuple[str, Any]]) -> list[Any]:
+  """Leaves with jax arrays copied to host numpy arrays; other leaves pass through.
 
-  `jax.device_get` needs every shard locally, so arrays spread over several
-  processes are first gathered (a collective: every process must call `save`).
+  Arrays spread over several processes are gathered (a collective: every
+  process must call `save`).
   """
-  gathered = [
-      multihost_utils.process_allgather(x)
-      if isinstance(x, jax.Array) and not x.is_fully_addressable else x
-      for x in leaves
-  ]
-  return jax.device_get(gathered)
+  host = []
+  for path, leaf in flat:
+    if isinstance(leaf, jax.Array):
+      if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        raise TypeError(f"Leaf {path} is a typed PRNG key; store "
+                        "jax.random.key_data.")
+      leaf = sharding.to_host(leaf)
+    host.append(leaf)
+  return host
 
 
 def _describe(path: str, leaf: Any) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -116,9 +114,6 @@ def _describe(path: str, leaf: Any) -> tuple[dict[str, Any], np.ndarray | None]:
   for kind, cls in _PY_SCALARS.items():
     if type(leaf) is cls:  # pylint: disable=unidiomatic-typecheck
       return {"path": path, "kind": kind, "value": leaf}, None
-  if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(
-      leaf.dtype, jax.dtypes.prng_key):
-    raise TypeError(f"Leaf {path} is a typed PRNG key; store jax.random.key_data.")
   if not isinstance(leaf, np.ndarray | np.generic):
     raise TypeError(f"Cannot checkpoint leaf {path} of type {type(leaf).__name__}.")
   arr = np.asarray(leaf, dtype=leaf.dtype.newbyteorder("<"))  # tobytes: C order.
@@ -131,7 +126,8 @@ def _serialize(step: int, state: Any,
                metadata: dict) -> tuple[bytes, list[np.ndarray]]:
   """(JSON header, host arrays in leaf order) of `state`."""
   flat, _ = _flatten(state)
-  host = _to_host([leaf for _, leaf in flat])
+  host = _to_host(flat)
+
   entries, arrays = [], []
   for (path, _), leaf in zip(flat, host, strict=True):
     entry, arr = _describe(path, leaf)
@@ -142,18 +138,12 @@ def _serialize(step: int, state: Any,
   return json.dumps(header).encode(), arrays
 
 
-def _write(path: str, header: bytes, arrays: list[np.ndarray]) -> None:
-  """Writes the file format above, one array at a time (never one big buffer)."""
-  digest = hashlib.sha256()
-  with tf.io.gfile.GFile(path, "wb") as f:
-    for piece in (_MAGIC, _LEN.pack(len(header)), header):
-      digest.update(piece)
-      f.write(piece)
-    for arr in arrays:
-      piece = arr.tobytes()
-      digest.update(piece)
-      f.write(piece)
-    f.write(digest.digest())
+def _pieces(header: bytes, arrays: list[np.ndarray]) -> Iterator[bytes]:
+  """The envelope's payload, one array at a time (never one big buffer)."""
+  yield _LEN.pack(len(header))
+  yield header
+  for arr in arrays:
+    yield arr.tobytes()
 
 
 def save(directory: str, step: int, state: Any, metadata: dict,
@@ -192,15 +182,8 @@ def save(directory: str, step: int, state: Any, metadata: dict,
   header, arrays = _serialize(step, state, metadata)  # Collective: all processes.
   if jax.process_index() != 0:
     return path
-  tf.io.gfile.makedirs(directory)
-  tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-  try:
-    _write(tmp, header, arrays)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-  except BaseException:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
-    raise
+  files.makedirs(directory)
+  _ENVELOPE.write(path, _pieces(header, arrays))
   steps = list_steps(directory)
   rewound = [s for s in steps if s > step]
   if rewound:
@@ -209,27 +192,20 @@ def save(directory: str, step: int, state: Any, metadata: dict,
   older = [s for s in steps if s < step]
   for s in rewound + older[:max(len(older) - (keep - 1), 0)]:
     try:
-      tf.io.gfile.remove(checkpoint_path(directory, s))
-    except tf.errors.NotFoundError:
+      files.remove(checkpoint_path(directory, s))
+    except FileNotFoundError:
       pass
   return path
 
 
 def _read_verified(path: str) -> tuple[dict[str, Any], memoryview]:
-  """(header, array data) of an intact file; raises _CorruptError otherwise."""
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = memoryview(f.read())
-  fixed = len(_MAGIC) + _LEN.size
-  if len(data) < fixed + _DIGEST_BYTES or data[:len(_MAGIC)] != _MAGIC:
-    raise _CorruptError("too short or bad magic")
-  body = data[:-_DIGEST_BYTES]
-  if hashlib.sha256(body).digest() != data[-_DIGEST_BYTES:]:
-    raise _CorruptError("sha256 mismatch")
-  (header_len,) = _LEN.unpack(body[len(_MAGIC):fixed])
-  header = json.loads(bytes(body[fixed:fixed + header_len]))
-  arrays = body[fixed + header_len:]
+  """(header, array data) of an intact file; files.CorruptFileError otherwise."""
+  payload = _ENVELOPE.read(path)
+  (header_len,) = _LEN.unpack(payload[:_LEN.size])
+  header = json.loads(bytes(payload[_LEN.size:_LEN.size + header_len]))
+  arrays = payload[_LEN.size + header_len:]
   if sum(e.get("nbytes", 0) for e in header["leaves"]) != len(arrays):
-    raise _CorruptError("array data size does not match the header")
+    raise files.CorruptFileError(f"{path}: array data size does not match the header")
   return header, arrays
 
 
@@ -308,11 +284,11 @@ def restore_latest(directory: str, target: Any) -> tuple[int, Any, dict] | None:
     try:
       header, arrays = _read_verified(path)
       if header["step"] != step:
-        raise _CorruptError(f"header says step {header['step']}")
-    except tf.errors.NotFoundError:
+        raise files.CorruptFileError(f"{path}: header says step {header['step']}")
+    except FileNotFoundError:
       logging.warning("Checkpoint %s vanished while restoring; skipping.", path)
       continue
-    except _CorruptError as e:
+    except files.CorruptFileError as e:
       logging.warning("Skipping corrupt checkpoint %s: %s.", path, e)
       continue
     return step, _restore_into(path, header, arrays, target), header["metadata"]
@@ -326,10 +302,9 @@ def read(path: str) -> list[dict]:
   any line that is not a JSON object is skipped with a warning. Metrics are
   never worth stopping a run for.
   """
-  if not tf.io.gfile.exists(path):
+  if not files.exists(path):
     return []
-  with tf.io.gfile.GFile(path, "rb") as f:
-    lines = f.read().split(b"\n")
+  lines = files.read_bytes(path).split(b"\n")
   if lines[-1]:
     logging.warning("%s: dropping partial last line %r.", path, lines[-1][:80])
   records = []
@@ -344,13 +319,6 @@ def read(path: str) -> list[dict]:
       logging.warning("%s:%d: skipping damaged line %r.", path, number, line[:80])
   return records
 
-
-def write_atomic(path: str, data: bytes) -> None:
-  """Replaces `path` by `data` through a temp file and rename."""
-  tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(data)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def _lines(records: list[dict]) -> bytes:
@@ -373,14 +341,12 @@ class JsonlLog:
   def append(self, record: dict) -> None:
     """Writes `record` (JSON-serializable; should carry "step") as one line."""
     line = _lines([record])
-    if "://" in self.path:
-      old = b""
-      if tf.io.gfile.exists(self.path):
-        with tf.io.gfile.GFile(self.path, "rb") as f:
-          old = f.read()
-      write_atomic(self.path, old + line)
+    if files.is_url(self.path):
+
+      old = files.read_bytes(self.path) if files.exists(self.path) else b""
+      files.write_atomic(self.path, old + line)
       return
-    with tf.io.gfile.GFile(self.path, "ab") as f:  # Closing flushes.
+    with files.open(self.path, "ab") as f:  # Closing flushes.
       f.write(line)
 
   def read(self) -> list[dict]:
@@ -395,7 +361,8 @@ class JsonlLog:
     without a "step" key are kept; damaged lines are dropped. A missing file
     stays missing.
     """
-    if not tf.io.gfile.exists(self.path):
+    if not files.exists(self.path):
       return
     kept = [r for r in read(self.path) if r.get("step", step) <= step]
-    write_atomic(self.path, _lines(kept))
+    files.write_atomic(self.path, _lines(kept))
+
