@@ -4,16 +4,11 @@
 # rates), held-out tasks vs. tuned hand-designed Adam, and the population
 # throughput benchmark.
 #   bash launch/compare_cpu.sh [OUT_DIR] [OUTER_STEPS]
-# Results land in launch/results/compare_cpu (compare_cpu_<steps> for other step
-# counts; figures, results.md/json) and OUT_DIR (per-arm logs and checkpoints).
+# Results land in OUT_DIR: figures, results.md/json, and per-arm logs and
+# checkpoints under arms/ (docs/results.md shows the committed figures).
 # A larger OUTER_STEPS on the same OUT_DIR extends the finished arms.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-runs/compare_cpu}
 steps=${2:-600}
 .venv/bin/python -m lopt_selftrain.compare --out_dir="$out" --outer_steps="$steps"
-results=launch/results/compare_cpu
-if [[ $steps != 600 ]]; then results=${results}_$steps; fi
-mkdir -p "$results"
-cp "$out"/figure_meta_loss.png "$out"/figure_inner_curves.png \
-  "$out"/results.md "$out"/results.json "$results"/

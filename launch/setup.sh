@@ -18,7 +18,7 @@ if [ ! -x "$venv/bin/uv" ]; then
   "$venv/bin/python" -m pip install --quiet --upgrade pip uv
 fi
 # learned-optimization 0.0.1 pins 2022 packages that no longer resolve; the overrides
-# file drops or lifts those pins (see README, "Installation").
+# file drops or lifts those pins (see README, "Installation notes").
 "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" \
   --override "$repo/launch/lo_overrides.txt" \
   "$jax_spec" -e "${repo}[test]"
