@@ -8,7 +8,8 @@ budget):
   selftrain_pbt      the paper's method: self-update + PBT;
   selftrain_no_pbt   ablation: self-update, members independent;
   adam_outer_lr*     lo's Adam outer update, members independent, one arm per
-                     learning rate (the best final meta-loss is "tuned").
+                     learning rate (the lowest final meta-loss, see
+                     `final`, is "tuned").
 Then each arm's best member, and hand-designed Adam over an lr grid, train
 held-out tasks sampled from the training families with a key never used in
 meta-training, and hand-designed Adam's meta-loss on the evaluation tasks is
@@ -43,6 +44,7 @@ from lopt_selftrain import (
   benchmark,
   checkpoint,
   config,
+  curves,
   evaluation,
   files,
   report,
@@ -134,13 +136,14 @@ def steps_to_reach(records: Sequence[dict[str, Any]], target: float
   return None
 
 
-def late_mean(records: Sequence[dict[str, Any]], key: str = "best_meta_loss",
-              fraction: float = 0.2) -> float | None:
-  """Mean of `key` over the last `fraction` of the records: a final value less
-  at the mercy of one noisy evaluation round."""
-  values = [r[key] for r in records[-max(1, round(fraction * len(records))):]]
-  finite = [v for v in values if v is not None]
-  return float(np.mean(finite)) if finite else None
+def final(records: Sequence[dict[str, Any]], key: str = "best_meta_loss"
+          ) -> float | None:
+  """`curves.final_value` of `key` over the records (PBT rounds): less at the
+  mercy of one noisy round than the last record. None if any round there had
+  no finite value (strict JSON has no nan)."""
+  value = curves.final_value([np.nan if r[key] is None else r[key]
+                              for r in records])
+  return None if np.isnan(value) else value
 
 
 def lowest(records: Sequence[dict[str, Any]], key: str = "best_meta_loss"
@@ -187,18 +190,18 @@ def heldout_curves(trainer: PopulationTrainer,
   Tasks come from a key no training or evaluation round uses, and batches
   from the datasets' test split, so nothing here was seen in meta-training.
   """
-  curves: dict[str, dict[str, list]] = {}
+  by_family: dict[str, dict[str, list]] = {}
   key = jax.random.PRNGKey(HELDOUT_SEED + trainer.seed)
   for name, family, family_key in zip(
       trainer.task_mixture.names, trainer.task_mixture.families,
       jax.random.split(key, len(trainer.task_mixture.families))):
     data = evaluation.eval_batches(family, num_tasks, num_steps, split="test")
-    curves[name] = {}
+    by_family[name] = {}
     for opt_name, (learned_opt, theta) in optimizers.items():
       losses = jax.jit(evaluation.inner_losses, static_argnums=(0, 1, 5, 6))(
           learned_opt, family, theta, family_key, data, num_tasks, num_steps)
-      curves[name][opt_name] = np.asarray(jax.numpy.mean(losses, 0)).tolist()
-  return curves
+      by_family[name][opt_name] = np.asarray(jax.numpy.mean(losses, 0)).tolist()
+  return by_family
 
 
 def reference_meta_loss(trainer: PopulationTrainer, lrs: Sequence[str]
@@ -208,12 +211,6 @@ def reference_meta_loss(trainer: PopulationTrainer, lrs: Sequence[str]
   return {lr: float(trainer.evaluate_optimizer(
       lopt_base.learned_optimizer_from_opt(opt_base.Adam(float(lr))),
       jnp.zeros(1))[0][0]) for lr in lrs}
-
-
-def _final(curve: Sequence[float]) -> float:
-  """Mean of the last 10% of a curve (less noisy than the last step)."""
-  tail = max(1, len(curve) // 10)
-  return float(np.mean(curve[-tail:]))
 
 
 def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
@@ -231,9 +228,10 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
     runs[name] = run_arm(base_config, common + bindings,
                          os.path.join(out_dir, "arms", name))
 
+  finals = {name: final(run["records"]) for name, run in runs.items()}
+
   def final_best(name):
-    value = runs[name]["records"][-1]["best_meta_loss"]
-    return np.inf if value is None else value
+    return np.inf if finals[name] is None else finals[name]
 
   adam_arms = [n for n in runs if n.startswith("adam_outer")]
   tuned = min(adam_arms, key=final_best) if adam_arms else None
@@ -245,10 +243,11 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
   for lr in adam_inner_lrs:
     optimizers[f"adam_inner_lr{lr}"] = (
         lopt_base.learned_optimizer_from_opt(opt_base.Adam(float(lr))), None)
-  curves = heldout_curves(trainer, optimizers, heldout_tasks, heldout_steps)
+  inner_curves = heldout_curves(trainer, optimizers, heldout_tasks,
+                                heldout_steps)
 
-  heldout = {family: {name: _final(c) for name, c in by_opt.items()}
-             for family, by_opt in curves.items()}
+  heldout = {family: {name: curves.final_value(c) for name, c in by_opt.items()}
+             for family, by_opt in inner_curves.items()}
   reference = reference_meta_loss(trainer, adam_inner_lrs)
   rates = {name: improvement_per_window(run["records"])
            for name, run in runs.items()}
@@ -261,10 +260,12 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
       "tuned_adam_outer_arm": tuned,
       "arms": {
           name: {
-              "final_best_meta_loss": runs[name]["records"][-1]["best_meta_loss"],
-              "final_median_meta_loss":
+              "final_best_meta_loss": finals[name],
+              "final_median_meta_loss": final(runs[name]["records"],
+                                              "median_meta_loss"),
+              "last_best_meta_loss": runs[name]["records"][-1]["best_meta_loss"],
+              "last_median_meta_loss":
                   runs[name]["records"][-1]["median_meta_loss"],
-              "late_best_meta_loss": late_mean(runs[name]["records"]),
               "lowest_best_meta_loss": lowest(runs[name]["records"]),
               "steps_to_tuned_adam_outer_final": (
                   None if target is None else
@@ -279,7 +280,7 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
           f: {n: v for n, v in by_opt.items() if n.startswith("adam_inner")}
           for f, by_opt in heldout.items()},
       "heldout": {"tasks_per_family": heldout_tasks, "steps": heldout_steps,
-                  "seed": HELDOUT_SEED + trainer.seed, "curves": curves},
+                  "seed": HELDOUT_SEED + trainer.seed, "curves": inner_curves},
   }
   if throughput_steps:
     results["throughput"] = benchmark.mixture_throughput(trainer,
@@ -290,7 +291,8 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
   report.plot_meta_loss({n: r["records"] for n, r in runs.items()}, tuned,
                  os.path.join(out_dir, "figure_meta_loss.png"),
                  (f"hand-designed Adam, lr {best_lr}", reference[best_lr]))
-  report.plot_inner_curves(curves, os.path.join(out_dir, "figure_inner_curves.png"))
+  report.plot_inner_curves(inner_curves,
+                           os.path.join(out_dir, "figure_inner_curves.png"))
   with open(os.path.join(out_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=1)
   with open(os.path.join(out_dir, "results.md"), "w") as f:
@@ -311,10 +313,10 @@ def seed_summary(results_by_seed: dict[int, dict[str, Any]],
         results["tuned_adam_outer_arm"]]
     rows[seed] = {
         "final_best": ours["final_best_meta_loss"],
+        "last_best": ours["last_best_meta_loss"],
         "lowest_best": ours["lowest_best_meta_loss"],
-        "late_best": ours["late_best_meta_loss"],
         "tuned_adam_outer_final_best": tuned["final_best_meta_loss"],
-        "tuned_adam_outer_late_best": tuned["late_best_meta_loss"],
+        "tuned_adam_outer_last_best": tuned["last_best_meta_loss"],
         "steps_to_tuned_adam_outer_final":
             ours["steps_to_tuned_adam_outer_final"],
         "acceleration": ours["acceleration"],

@@ -73,9 +73,11 @@ def _save(fig: Any, path: str) -> None:
   plt.close(fig)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, none: str = "–") -> str:
+  """A table cell: 4 significant digits; `none` for a missing value (a step
+  never reached, a non-finite final value)."""
   if value is None:
-    return "not reached"
+    return none
   if isinstance(value, float):
     return f"{value:.4g}"
   return str(value)
@@ -88,21 +90,23 @@ def results_markdown(results: dict[str, Any]) -> str:
       f"Run {results['date']} on {results['machine']}; base config "
       f"`{results['base_config']}`, {results['outer_steps']} outer steps per "
       f"arm; tuned Adam outer arm: `{results['tuned_adam_outer_arm']}`.", "",
-      "| arm | final best meta-loss | final median | best, mean of last 20% | "
+      "Final = mean of the last 10% of the rounds (of the inner steps for "
+      "held-out losses); last = the last round.", "",
+      "| arm | final best meta-loss | final median | last best | lowest best | "
       "steps to tuned-Adam-outer final | improvement / 100 steps | "
       "acceleration | wall time s | "
       + " | ".join(f"held-out {f}" for f in families) + " |",
-      "|---" * (8 + len(families)) + "|"]
+      "|---" * (9 + len(families)) + "|"]
   for name, arm in results["arms"].items():
     rates = ", ".join("–" if r is None else f"{r:.3f}"
                       for r in arm["improvement_per_100_steps"])
     lines.append(
         f"| {name} | {_fmt(arm['final_best_meta_loss'])} | "
         f"{_fmt(arm['final_median_meta_loss'])} | "
-        f"{_fmt(arm['late_best_meta_loss'])} | "
-        f"{_fmt(arm['steps_to_tuned_adam_outer_final'])} | {rates} | "
-        f"{'–' if arm['acceleration'] is None else _fmt(arm['acceleration'])}"
-        f" | {arm['wall_time_s']} | "
+        f"{_fmt(arm['last_best_meta_loss'])} | "
+        f"{_fmt(arm['lowest_best_meta_loss'])} | "
+        f"{_fmt(arm['steps_to_tuned_adam_outer_final'], 'not reached')} | "
+        f"{rates} | {_fmt(arm['acceleration'])} | {arm['wall_time_s']} | "
         + " | ".join(_fmt(arm["heldout_final_loss"][f]) for f in families)
         + " |")
   lines += ["", "Hand-designed Adam's meta-loss on the evaluation tasks: "
@@ -130,8 +134,7 @@ def seeds_markdown(summary: dict[str, Any]) -> str:
            "|---" * (len(keys) + 2) + "|"]
   for seed, row in summary["seeds"].items():
     lines.append(f"| {seed} | " + " | ".join(_fmt(row[k]) for k in keys)
-                 + f" | {_fmt(row['steps_to_tuned_adam_outer_final'])} |")
-  lines.append("| mean | " + " | ".join(
-      "–" if summary["mean"][k] is None else _fmt(summary["mean"][k])
-      for k in keys) + " | |")
+                 + f" | {_fmt(row['steps_to_tuned_adam_outer_final'], 'not reached')} |")
+  lines.append("| mean | " + " | ".join(_fmt(summary["mean"][k]) for k in keys)
+               + " | |")
   return "\n".join(lines) + "\n"

@@ -41,11 +41,15 @@ def test_tiny_compare_writes_figures_and_tables(tmp_path):
   assert saved["tuned_adam_outer_arm"] == "adam_outer_lr1e-3"
   for arm in saved["arms"].values():
     assert {"final_best_meta_loss", "final_median_meta_loss",
-            "late_best_meta_loss", "lowest_best_meta_loss",
+            "last_best_meta_loss", "last_median_meta_loss",
+            "lowest_best_meta_loss",
             "steps_to_tuned_adam_outer_final",
             "improvement_per_100_steps", "acceleration", "wall_time_s",
             "heldout_final_loss"} <= set(arm)
     assert set(arm["heldout_final_loss"]) == {"quadratic10"}
+    # Rounds at steps 0 and 2 (interval 2): the final value is the last
+    # round's (10% of 2 rounds is one).
+    assert arm["final_best_meta_loss"] == arm["last_best_meta_loss"]
   assert saved["arms"]["adam_outer_lr1e-3"][
       "steps_to_tuned_adam_outer_final"] is not None
   assert set(saved["adam_inner_eval_meta_loss"]) == {"1e-2"}
@@ -92,13 +96,20 @@ def test_steps_to_reach_and_improvement_rates():
   assert compare.acceleration(rates) == pytest.approx(1.60944 / 0.10536, rel=1e-4)
   assert compare.acceleration([0.5, 0.1, None]) == pytest.approx(0.2)
   assert compare.acceleration([None, 0.1, 0.2]) is None
-  assert compare.late_mean(records, fraction=0.5) == pytest.approx(0.3)
-  assert compare.late_mean([{"best_meta_loss": None}]) is None
+
+
+def test_final_is_the_mean_of_the_last_tenth_of_the_rounds():
+  values = [1.0] * 16 + [0.8, 0.6, 0.5, 0.3]
+  records = [{"best_meta_loss": v} for v in values]
+  assert compare.final(records) == pytest.approx(0.4)  # last 2 of 20
+  records[-1]["best_meta_loss"] = None  # a round with no finite member
+  assert compare.final(records) is None
+  assert compare.final(records[:-1]) == pytest.approx(0.55)
 
 
 def _arm(final, lowest, steps=None, accel=2.0):
   return {"final_best_meta_loss": final, "lowest_best_meta_loss": lowest,
-          "late_best_meta_loss": final, "acceleration": accel,
+          "last_best_meta_loss": final, "acceleration": accel,
           "steps_to_tuned_adam_outer_final": steps}
 
 
