@@ -139,11 +139,9 @@ FLAGS = flags.FLAGS
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  try:
+  with config.user_errors_exit():  # bad input: one line; bugs: a traceback
     config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
     trainer = PopulationTrainer()
-  except Exception as e:  # noqa: BLE001  -- start-up errors: one clear line.
-    config.exit_with_error(e)
   if FLAGS.mode == "devices":
     seconds = population_step_seconds(trainer, FLAGS.steps)
     print(f"| {jax.device_count()} | {trainer.population_size} | "

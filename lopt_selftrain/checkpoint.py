@@ -282,17 +282,27 @@ def restore_latest(directory: str, target: Any) -> tuple[int, Any, dict] | None:
   for step in reversed(list_steps(directory)):
     path = checkpoint_path(directory, step)
     try:
-      header, arrays = _read_verified(path)
-      if header["step"] != step:
-        raise files.CorruptFileError(f"{path}: header says step {header['step']}")
+      return (step,) + restore(directory, step, target)
     except FileNotFoundError:
       logging.warning("Checkpoint %s vanished while restoring; skipping.", path)
-      continue
     except files.CorruptFileError as e:
       logging.warning("Skipping corrupt checkpoint %s: %s.", path, e)
-      continue
-    return step, _restore_into(path, header, arrays, target), header["metadata"]
   return None
+
+
+def restore(directory: str, step: int, target: Any) -> tuple[Any, dict]:
+  """(state, metadata) of checkpoint `step` (see `restore_latest`).
+
+  Raises:
+    FileNotFoundError: no checkpoint `step`.
+    files.CorruptFileError: the file does not verify.
+    IncompatibleCheckpointError: it has another tree than `target`.
+  """
+  path = checkpoint_path(directory, step)
+  header, arrays = _read_verified(path)
+  if header["step"] != step:
+    raise files.CorruptFileError(f"{path}: header says step {header['step']}")
+  return _restore_into(path, header, arrays, target), header["metadata"]
 
 
 def read(path: str) -> list[dict]:
@@ -365,4 +375,3 @@ class JsonlLog:
       return
     kept = [r for r in read(self.path) if r.get("step", step) <= step]
     files.write_atomic(self.path, _lines(kept))
-

@@ -7,15 +7,17 @@ hand-designed optimizers, truncation schedules, task families).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import uuid
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 import gin  # noqa: I001
 import tensorflow as tf
+from gin import config_parser
 from learned_optimization.learned_optimizers import base as lopt_base  # noqa: F401
 from learned_optimization.learned_optimizers import (
   mlp_lopt,  # noqa: F401
@@ -31,7 +33,15 @@ from learned_optimization.outer_trainers import (
 )
 
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
-from lopt_selftrain import evaluation, pbt, population, self_update, tasks  # noqa: F401
+from lopt_selftrain import (  # noqa: F401
+  checkpoint,
+  evaluation,
+  pbt,
+  population,
+  rounds,
+  self_update,
+  tasks,
+)
 
 
 @gin.configurable
@@ -86,10 +96,93 @@ def check_writable(log_dir: str) -> None:
         f"--train_log_dir={log_dir} is not writable ({_first_line(e)})") from e
 
 
-def write_operative_config(log_dir: str) -> None:
-  """Saves the gin config the run actually used, next to its outputs."""
-  with tf.io.gfile.GFile(f"{log_dir.rstrip('/')}/{OPERATIVE_CONFIG}", "w") as f:
-    f.write(gin.operative_config_str())
+def write_operative_config(log_dir: str, text: str,
+                           name: str = OPERATIVE_CONFIG) -> None:
+  """Saves a gin config the run used (`text`), next to its outputs."""
+  with tf.io.gfile.GFile(f"{log_dir.rstrip('/')}/{name}", "w") as f:
+    f.write(text)
+
+
+def _value_text(value: Any) -> str:
+  """Canonical text of a parsed gin value (references by name)."""
+  if isinstance(value, list | tuple):
+    inner = ", ".join(_value_text(v) for v in value)
+    return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+  if isinstance(value, dict):
+    return "{" + ", ".join(f"{_value_text(k)}: {_value_text(v)}"
+                           for k, v in value.items()) + "}"
+  if hasattr(value, "selector") and hasattr(value, "evaluate"):
+    name = getattr(value, "scoped_selector", value.selector)
+    return f"@{name}{'()' if value.evaluate else ''}"
+  return repr(value)
+
+
+def bindings(text: str) -> dict[str, str]:
+  """{'scope/Configurable.parameter': value text} of a gin config text, read
+  by gin's own parser (so line breaks and comments do not matter); imports
+  and includes are not followed."""
+  delegate = gin.config.ParserDelegate(skip_unknown=True)
+  found = {}
+  for statement in config_parser.ConfigParser(text, delegate):
+    if isinstance(statement, config_parser.BindingStatement):
+      name = "/".join(x for x in (statement.scope, statement.selector) if x)
+      if statement.arg_name:
+        name = f"{name}.{statement.arg_name}"
+      found[name] = _value_text(statement.value)
+  return found
+
+
+def changed_bindings(old: str, new: str) -> dict[str, tuple[str | None,
+                                                            str | None]]:
+  """{binding: (old value, new value)} where two gin config texts differ
+  (None: not bound in that text)."""
+  a, b = bindings(old), bindings(new)
+  return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
+          if a.get(k) != b.get(k)}
+
+
+def describe_changes(changes: dict[str, tuple[str | None, str | None]]
+                     ) -> str:
+  """'A.x: 1 -> 2; B.y: (unset) -> 3' for `changed_bindings`."""
+  return "; ".join(f"{k}: {'(unset)' if a is None else a} -> "
+                   f"{'(unset)' if b is None else b}"
+                   for k, (a, b) in changes.items())
+
+
+class RunDirError(ValueError):
+  """A run dir whose history this run cannot continue as asked (nothing in
+  it was changed)."""
+
+
+# Start-up errors of the apps that are the user's to fix (bad flags, config
+# values, gin files and bindings, missing or unwritable files, a checkpoint of
+# another config): one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, SyntaxError, FileNotFoundError, PermissionError,
+               NotADirectoryError)
+# gin raises RuntimeError for a required binding left out (and for bugs).
+_GIN_USER_RUNTIME_ERRORS = ("Required bindings for",)
+# Errors of a running meta-training that are the user's to fix.
+RUN_ERRORS = (checkpoint.IncompatibleCheckpointError, RunDirError,
+              rounds.DeadPopulationError)
+
+
+def is_user_error(error: BaseException) -> bool:
+  """Whether `error`, raised at an app's start-up, is bad input (see above)."""
+  return isinstance(error, USER_ERRORS + RUN_ERRORS) or (
+      isinstance(error, RuntimeError)
+      and str(error).startswith(_GIN_USER_RUNTIME_ERRORS))
+
+
+@contextlib.contextmanager
+def user_errors_exit() -> Iterator[None]:
+  """Turns a user error raised inside into `exit_with_error`; any other
+  exception propagates with its traceback."""
+  try:
+    yield
+  except Exception as e:  # noqa: BLE001  -- re-raised unless a user error.
+    if not is_user_error(e):
+      raise
+    exit_with_error(e)
 
 
 def _first_line(error: BaseException) -> str:

@@ -52,7 +52,7 @@ from gin import config_parser
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
-from lopt_selftrain import checkpoint, config, train
+from lopt_selftrain import checkpoint, config, rounds
 from lopt_selftrain.population import PopulationTrainer
 
 MAGIC = b"LOPTEX01"
@@ -342,7 +342,7 @@ def export_run(run_dir: str, out: str, member: int | None = None
   config.parse([gin_path], [])
   trainer = PopulationTrainer()
   found = checkpoint.restore_latest(ckpt_dir,
-                                    train.checkpoint_target(trainer.init()))
+                                    rounds.checkpoint_target(trainer.init()))
   if found is None:
     raise ExportError(f"{ckpt_dir} holds no intact checkpoint")
   step, tree, meta = found
@@ -378,12 +378,10 @@ def export_run(run_dir: str, out: str, member: int | None = None
 
 def cli(run_dir: str | None, out: str | None, member: int | None) -> None:
   """The app minus flag parsing: a summary line, or `error: ...` and exit 2."""
-  try:
+  with config.user_errors_exit():  # bad input: one line; bugs: a traceback
     if not run_dir or not out:
       raise ExportError("--run_dir and --out are required")
     provenance = export_run(run_dir, out, member)
-  except Exception as e:  # noqa: BLE001  -- every failure here: one clear line.
-    config.exit_with_error(e)
   print(f"exported member {provenance['member']} of step {provenance['step']} "
         f"(meta-loss {provenance['meta_loss']:.4g}) to {out}")
 

@@ -1,11 +1,12 @@
-"""The outer loop: population based training over learned-optimizer members.
+"""Population based training over learned-optimizer members: the pure parts.
 
 Pure functions over arrays whose leading axis is the population (evosax style):
 `select` decides who is replaced by whom from one round of evaluation, `gather`
 applies it to any population pytree (XLA communicates it when the axis is sharded),
 `explore` perturbs the copies. Divergence handling is part of selection: a member
 with any non-finite value is always replaced, and `select` reports when nobody is
-left to copy from so the caller restores the last good population.
+left to copy from so the caller restores the last good population. One PBT round
+(evaluation, these functions, restores, lineage) is `rounds.pbt_round`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class PBTConfig:
       log from scale / spread to scale * spread (`SelfUpdate.step_scale` is
       the geometric centre), as PBT usually starts from a spread of
       hyperparameters; 1.0 starts every member at the same scale.
+    max_restores_in_a_row: the run stops (`rounds.DeadPopulationError`) at
+      the round where every member has diverged this many rounds in a row,
+      instead of restoring the last good population yet again.
   """
   enabled: bool = True
   interval: int = 50
@@ -49,6 +53,7 @@ class PBTConfig:
   weight_noise_std: float = 0.0
   step_scale_range: tuple[float, float] = (0.0, math.inf)
   initial_step_scale_spread: float = 1.0
+  max_restores_in_a_row: int = 3
 
   def __post_init__(self):
     if self.interval < 1:
@@ -69,6 +74,9 @@ class PBTConfig:
     if not self.initial_step_scale_spread >= 1:
       raise ValueError("PBTConfig.initial_step_scale_spread must be >= 1, got "
                        f"{self.initial_step_scale_spread}")
+    if self.max_restores_in_a_row < 1:
+      raise ValueError("PBTConfig.max_restores_in_a_row must be >= 1, got "
+                       f"{self.max_restores_in_a_row}")
 
   def initial_step_scales(self, step_scale: float, n: int) -> np.ndarray:
     """[n] starting self-update scales: a geometric ladder around

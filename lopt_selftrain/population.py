@@ -8,9 +8,10 @@ Data layout: the population is the leading axis of every array in
 
 where the outer optimizer is `SelfUpdate` (a learned optimizer from the population
 computes the step: the member itself, the current best member, or a random one)
-or, for the baseline, a hand-designed lo optimizer such as Adam. Every
-`pbt.interval` steps all members are evaluated on shared fresh tasks and
-population based training replaces bad or diverged members (see `pbt`).
+or, for the baseline, a hand-designed lo optimizer such as Adam (see
+`outer_optimizer`). Every `pbt.interval` steps a PBT round
+(`rounds.pbt_round`) evaluates all members on shared fresh tasks and replaces
+bad or diverged members.
 
 The task mixture keeps one lo gradient estimator (and persistent unroll state)
 per family; each outer step draws one family with the mixture's weights and
@@ -32,8 +33,14 @@ from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 from learned_optimization.outer_trainers import truncation_schedule
 
-from lopt_selftrain import compat, data_stream, evaluation, pbt, sharding
-from lopt_selftrain.self_update import SelfUpdate
+from lopt_selftrain import (
+  compat,
+  data_stream,
+  evaluation,
+  outer_optimizer,
+  pbt,
+  sharding,
+)
 
 TEACHER_MODES = ("self", "best", "random")
 
@@ -82,17 +89,27 @@ class PopulationState:
   Attributes:
     outer_opt_state: [N] state of the outer optimizer; holds each theta.
     estimator_states: one [N] lo estimator (unroll) state per task family.
-    healthy: [N] False once a member saw a non-finite grad, loss or weight.
+    fault: [N] int8, 0 while a member is healthy, else the first non-finite
+      value it met since the last PBT round: an index into FAULTS plus one.
     meta_loss: [N] meta-loss from the latest evaluation (inf before the first).
     key: PRNG key of the run.
     step: outer step count.
   """
   outer_opt_state: Any
   estimator_states: tuple[Any, ...]
-  healthy: jax.Array
+  fault: jax.Array
   meta_loss: jax.Array
   key: jax.Array
   step: jax.Array
+
+  @property
+  def healthy(self) -> jax.Array:
+    """[N] False once a member met a non-finite meta-loss, grad or weight."""
+    return self.fault == 0
+
+
+# What can blow up in a meta step, in the order it is checked (`fault` codes).
+FAULTS = ("meta-loss of the gradient estimate", "meta-gradient", "weights")
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -144,33 +161,17 @@ class PopulationTrainer:
     if num_outer_steps < 1:
       raise ValueError(
           f"PopulationTrainer.num_outer_steps must be >= 1, got {num_outer_steps}")
+    # Wrapped where lo's compiled updates need it (RNNMLPLOpt, see compat).
+    learned_opt = compat.jit_safe(learned_opt)
     self.learned_opt = learned_opt
     self.task_mixture = task_mixture
-    outer_opt = SelfUpdate(learned_opt) if outer_opt is None else outer_opt
-    if isinstance(outer_opt, SelfUpdate) and outer_opt.learned_opt is None:
-      outer_opt = SelfUpdate(learned_opt, outer_opt.step_scale,
-                             outer_opt.max_step_rms)
-    self.outer_opt = outer_opt
-    self.self_training = isinstance(outer_opt, SelfUpdate)
     self.population_size = population_size
     self.teacher = teacher
     self.estimator_config = estimator or EstimatorConfig()
     self.pbt_config = pbt_config or pbt.PBTConfig()
-    if self.self_training:
-      self.initial_step_scales = (
-          self.pbt_config.initial_step_scales(outer_opt.step_scale,
-                                              population_size)
-          if self.pbt_config.enabled else
-          np.full(population_size, outer_opt.step_scale, np.float32))
-      low, high = self.pbt_config.step_scale_range
-      first, last = self.initial_step_scales[[0, -1]]
-      if not low <= first <= last <= high:
-        # PBT would clip the first copies into the range: a jump, not a search.
-        raise ValueError(
-            f"SelfUpdate.step_scale = {outer_opt.step_scale} starts members at "
-            f"scales {first:.3g}..{last:.3g} (PBTConfig.initial_step_scale_spread"
-            f" = {self.pbt_config.initial_step_scale_spread}), outside "
-            f"PBTConfig.step_scale_range = {self.pbt_config.step_scale_range}")
+    self.outer = outer_optimizer.make(outer_opt, learned_opt, population_size,
+                                      self.pbt_config)
+    self.outer_opt = self.outer.opt
     self.eval_config = eval_config or evaluation.EvalConfig()
     self.seed = seed
     self.num_outer_steps = num_outer_steps
@@ -187,7 +188,7 @@ class PopulationTrainer:
   @property
   def outer_optimizer_name(self) -> str:
     """"learned" for self-training, else the hand-designed optimizer's class."""
-    return "learned" if self.self_training else type(self.outer_opt).__name__
+    return self.outer.name
 
   # ---- state ---------------------------------------------------------------
 
@@ -196,14 +197,10 @@ class PopulationTrainer:
     n = self.population_size
     k_theta, k_est, k_run = jax.random.split(jax.random.PRNGKey(self.seed), 3)
     thetas = jax.vmap(self.learned_opt.init)(jax.random.split(k_theta, n))
-    outer_state = jax.vmap(functools.partial(
-        self.outer_opt.init, num_steps=self.num_outer_steps))(thetas)
-    if self.self_training:
-      outer_state = outer_state.replace(
-          step_scale=jnp.asarray(self.initial_step_scales))
     state = PopulationState(
-        outer_opt_state=outer_state, estimator_states=(),
-        healthy=jnp.ones(n, bool), meta_loss=jnp.full(n, jnp.inf),
+        outer_opt_state=self.outer.init(thetas, self.num_outer_steps),
+        estimator_states=(), fault=jnp.zeros(n, jnp.int8),
+        meta_loss=jnp.full(n, jnp.inf),
         key=k_run, step=jnp.asarray(0, jnp.int32))
     return self.fresh_unrolls(state, k_est)
 
@@ -273,13 +270,13 @@ class PopulationTrainer:
     out, _ = self._estimate[family](
         weights, jax.random.split(k_est, self.population_size),
         state.estimator_states[family])
-    outer_state, healthy = self._apply_update(
+    outer_state, fault = self._apply_update(
         state.outer_opt_state, out.grad, out.mean_loss,
-        self._teacher_index(state.meta_loss, k_teacher), state.healthy)
+        self._teacher_index(state.meta_loss, k_teacher), state.fault)
     est_states = tuple(out.unroll_state if i == family else s
                        for i, s in enumerate(state.estimator_states))
     return state.replace(outer_opt_state=outer_state,
-                         estimator_states=est_states, healthy=healthy, key=key,
+                         estimator_states=est_states, fault=fault, key=key,
                          step=state.step + 1), out.mean_loss
 
   def _teacher_index(self, meta_loss: jax.Array, key: jax.Array) -> jax.Array:
@@ -296,20 +293,14 @@ class PopulationTrainer:
     return own
 
   @functools.partial(jax.jit, static_argnums=0)
-  def _apply_update(self, outer_state, grads, losses, teacher_index, healthy):
-    """jit(vmap(outer update)) for the whole population, plus health flags."""
-    if self.self_training:
-      teachers = pbt.gather(jax.vmap(self.outer_opt.get_params)(outer_state),
-                            teacher_index)
-      new_state = jax.vmap(lambda s, g, loss, t: self.outer_opt.update(
-          s, g, loss=loss, teacher_theta=t))(outer_state, grads, losses, teachers)
-    else:
-      new_state = jax.vmap(
-          lambda s, g, loss: self.outer_opt.update(s, g, loss=loss))(
-              outer_state, grads, losses)
-    finite = (_all_finite(grads) & jnp.isfinite(losses)
-              & _all_finite(jax.vmap(self.outer_opt.get_params)(new_state)))
-    return new_state, healthy & finite
+  def _apply_update(self, outer_state, grads, losses, teacher_index, fault):
+    """jit(vmap(outer update)) for the whole population, plus fault codes."""
+    new_state = self.outer.update(outer_state, grads, losses, teacher_index)
+    new_fault = jnp.select(
+        [~jnp.isfinite(losses), ~_all_finite(grads),
+         ~_all_finite(jax.vmap(self.outer_opt.get_params)(new_state))],
+        [1, 2, 3], 0).astype(fault.dtype)
+    return new_state, jnp.where(fault == 0, new_fault, fault)
 
   # ---- outer loop: evaluation and PBT ---------------------------------------
 
@@ -330,48 +321,23 @@ class PopulationTrainer:
         learned_opt, self.task_mixture.families, self.task_mixture.weights,
         thetas, jax.random.PRNGKey(self.seed + 1), self.eval_config)
 
-  def select(self, state: PopulationState, meta_loss: jax.Array
-             ) -> tuple[PopulationState | None, list[dict[str, Any]]]:
-    """Exploit + explore + divergence replacement after an evaluation.
-
-    Returns:
-      (next state, lineage events); state is None when every member diverged
-      and the caller must restore the last good population.
-    """
-    meta_loss = sharding.to_host(meta_loss)
-    healthy = sharding.to_host(state.healthy)
-    fraction = self.pbt_config.exploit_fraction if self.pbt_config.enabled else 0.0
-    step = int(sharding.to_host(state.step))
-    rng = np.random.default_rng([self.seed, step])
-    source, replaced = pbt.select(meta_loss, healthy, fraction, rng)
-    if (source < 0).all():
-      return None, []
-    events = pbt.lineage_events(step, source, replaced,
-                                healthy & np.isfinite(meta_loss))
-    return self._exploit_explore(state, source, replaced, meta_loss), events
-
   @functools.partial(jax.jit, static_argnums=0)
-  def _exploit_explore(self, state: PopulationState, source: jax.Array,
-                       replaced: jax.Array, meta_loss: jax.Array
-                       ) -> PopulationState:
-    """Applies one selection as a single jitted computation.
-
-    One computation (rather than an eager op per leaf) also keeps the order of
-    cross-host collectives identical on every process.
-    """
+  def exploit_explore(self, state: PopulationState, source: jax.Array,
+                      replaced: jax.Array, meta_loss: jax.Array
+                      ) -> PopulationState:
+    """Member i becomes a copy of member source[i] (whole state: weights,
+    outer optimizer state, unrolls), then the outer optimizer perturbs the
+    `replaced` copies. One jitted computation (rather than an eager op per
+    leaf) also keeps the order of cross-host collectives identical on every
+    process."""
     state = state.replace(
         outer_opt_state=pbt.gather(state.outer_opt_state, source),
         estimator_states=pbt.gather(state.estimator_states, source),
-        meta_loss=meta_loss[source],
-        healthy=jnp.ones(self.population_size, bool))
-    if not (self.pbt_config.enabled and self.self_training):
+        meta_loss=meta_loss[source], fault=jnp.zeros_like(state.fault))
+    if not self.outer.explores:
       return state
     key, k_explore = jax.random.split(state.key)
-    outer = state.outer_opt_state
-    step_scale, thetas = pbt.explore(
-        outer.step_scale, jax.vmap(self.outer_opt.get_params)(outer), replaced,
-        k_explore, self.pbt_config.explore_factors,
-        self.pbt_config.weight_noise_std, self.pbt_config.step_scale_range)
     return state.replace(
-        outer_opt_state=outer.with_theta(thetas).replace(step_scale=step_scale),
+        outer_opt_state=self.outer.explore(state.outer_opt_state, replaced,
+                                           k_explore),
         key=key)

@@ -5,8 +5,10 @@ r"""absl app: meta-train a population of learned optimizers (self-training + PBT
       --train_log_dir=/tmp/selftrain [--gin_bindings=...] [--max_outer_steps=N]
 
 Writes into --train_log_dir (local or gs://): metrics.jsonl (one record per
-evaluation round), TensorBoard events, operative_config.gin, checkpoints/.
-Rerunning the same command resumes from the latest valid checkpoint.
+PBT round, keys in docs/metrics.md), TensorBoard events, operative_config.gin,
+checkpoints/. Rerunning the same command resumes from the latest valid
+checkpoint; a run dir that cannot be resumed as asked is left untouched with
+one `error:` line (see `run_dir`: --restart, --allow_config_change).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +27,14 @@ import tqdm
 from absl import app, flags, logging
 
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
-from lopt_selftrain import checkpoint, config, data_stream, sharding
+from lopt_selftrain import (
+  checkpoint,
+  config,
+  data_stream,
+  rounds,
+  run_dir,
+  sharding,
+)
 from lopt_selftrain.population import PopulationState, PopulationTrainer
 
 FLAGS = flags.FLAGS
@@ -41,6 +51,12 @@ def define_flags() -> None:
                       "Output directory (local or gs://).")
   flags.DEFINE_integer("max_outer_steps", None,
                        "Stop after this many outer steps (caps num_outer_steps).")
+  flags.DEFINE_bool("restart", False,
+                    "Move an existing run in --train_log_dir to "
+                    "previous_runs/<time>/ and start over.")
+  flags.DEFINE_bool("allow_config_change", False,
+                    "Resume a run under a gin config other than its own "
+                    "(the change is saved and logged).")
   flags.DEFINE_bool("multihost", False,
                     "Call jax.distributed.initialize() (multi-host TPU slices).")
 
@@ -50,30 +66,30 @@ def _finite_or_none(values: Any) -> list[float | None]:
   return [float(v) if np.isfinite(v) else None for v in np.asarray(values)]
 
 
-def _summary_record(trainer: PopulationTrainer, state: PopulationState,
-                    meta_loss: np.ndarray, per_family: np.ndarray,
-                    train_loss: np.ndarray | None, wall_time: float,
-                    events: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary_record(trainer: PopulationTrainer, result: rounds.RoundResult,
+                    train_loss: np.ndarray | None, wall_time: float
+                    ) -> dict[str, Any]:
+  """The metrics record of one PBT round (keys: docs/metrics.md)."""
+  meta_loss = result.meta_loss
   finite = meta_loss[np.isfinite(meta_loss)]
   record = {
-      "step": int(sharding.to_host(state.step)),
+      "step": int(sharding.to_host(result.state.step)),
       "wall_time_s": round(wall_time, 3),
       "member_meta_loss": _finite_or_none(meta_loss),
       "best_meta_loss": float(finite.min()) if finite.size else None,
       "median_meta_loss": float(np.median(finite)) if finite.size else None,
       "family_meta_loss": {
           name: _finite_or_none(row)
-          for name, row in zip(trainer.task_mixture.names, per_family)},
+          for name, row in zip(trainer.task_mixture.names, result.per_family)},
       "member_train_loss": (None if train_loss is None
                             else _finite_or_none(train_loss)),
       "outer_optimizer": trainer.outer_optimizer_name,
       "num_devices": jax.device_count(),
       "num_processes": jax.process_count(),
-      "pbt_events": events,
+      "pbt_events": result.events,
   }
-  if trainer.self_training:
-    record["member_step_scale"] = _finite_or_none(
-        sharding.to_host(state.outer_opt_state.step_scale))
+  for key, values in trainer.outer.metrics(result.state.outer_opt_state).items():
+    record[key] = _finite_or_none(values)
   return record
 
 
@@ -94,148 +110,142 @@ def _write_tensorboard(writer: Any, record: dict[str, Any]) -> None:
 
 
 class _Run:
-  """One training run's side effects: logs, checkpoints, progress (process 0)."""
+  """One training run's side effects: logs, checkpoints, progress (process 0).
 
-  def __init__(self, trainer: PopulationTrainer, log_dir: str,
-               run_config: config.RunConfig):
-    self.trainer = trainer
+  The TensorBoard writer is made at the first record, so a run refused at
+  start-up leaves no events file behind.
+  """
+
+  def __init__(self, log_dir: str, run_config: config.RunConfig):
     self.log_dir = log_dir
     self.run_config = run_config
     self.is_chief = jax.process_index() == 0
-    self.ckpt_dir = f"{log_dir.rstrip('/')}/checkpoints"
-    self.metrics = checkpoint.JsonlLog(f"{log_dir.rstrip('/')}/metrics.jsonl")
-    self.writer = (tf.summary.create_file_writer(log_dir) if self.is_chief
-                   else None)
+    self.ckpt_dir = f"{log_dir.rstrip('/')}/{run_dir.CHECKPOINTS}"
+    self.metrics = checkpoint.JsonlLog(
+        f"{log_dir.rstrip('/')}/{run_dir.METRICS}")
+    self.writer = None
+    self.saved_step = None
 
   def save(self, state: PopulationState, last_good: PopulationState,
            meta: dict[str, Any]) -> None:
-    tree = jax.tree_util.tree_map(sharding.to_host,
-                                  {"population": state, "last_good": last_good})
-    if self.is_chief:
-      checkpoint.save(self.ckpt_dir, int(tree["population"].step), tree, meta,
-                      keep=self.run_config.keep_checkpoints)
+    """Every process calls it (gathers a sharded population); process 0 writes."""
+    step = int(sharding.to_host(state.step))
+    checkpoint.save(self.ckpt_dir, step,
+                    {"population": state, "last_good": last_good}, meta,
+                    keep=self.run_config.keep_checkpoints)
+    self.saved_step = step
 
   def log(self, record: dict[str, Any]) -> None:
     if self.is_chief:
       self.metrics.append(record)
+      if self.writer is None:
+        self.writer = tf.summary.create_file_writer(self.log_dir)
       _write_tensorboard(self.writer, record)
 
 
 def train(trainer: PopulationTrainer, log_dir: str,
           max_outer_steps: int | None = None,
           run_config: config.RunConfig | None = None,
-          write_operative_config: bool = False) -> PopulationState:
+          config_text: str | None = None, *, restart: bool = False,
+          allow_config_change: bool = False) -> PopulationState:
   """Runs (or resumes) meta-training; returns the final population state.
 
-  `write_operative_config` saves gin's operative config into `log_dir` only
-  once the checkpoint there (if any) restored, so a rerun refused for an
-  incompatible config keeps the config that the checkpoints were trained with.
+  A plain loop: every meta step is `trainer.step`; at every `PBTConfig.interval`
+  and at the end a PBT round (`rounds.pbt_round`) runs, then the round is
+  logged and, every `RunConfig.checkpoint_interval`, checkpointed.
+
+  Args:
+    trainer: the population trainer.
+    log_dir: run dir (see `run_dir` for what a rerun resumes or refuses).
+    max_outer_steps: stop at this step (caps `trainer.num_outer_steps`).
+    run_config: checkpoint bookkeeping.
+    config_text: gin's operative config, saved on a fresh start and compared
+      on a resume; None does neither.
+    restart: move an existing run aside and start fresh.
+    allow_config_change: resume under another config (recorded).
+
+  Raises:
+    rounds.DeadPopulationError: the population cannot learn (what was
+      written before stays; the message says so).
+    config.RunDirError, checkpoint.IncompatibleCheckpointError: the run dir
+      cannot be continued as asked (nothing was changed).
   """
-  run = _Run(trainer, log_dir, run_config or config.RunConfig())
+  run = _Run(log_dir, run_config or config.RunConfig())
   interval = trainer.pbt_config.interval
   end = trainer.num_outer_steps
   if max_outer_steps is not None:
     end = min(end, max_outer_steps)
 
   state = sharding.shard_population(trainer.init())
-  target = checkpoint_target(state)
-  restored = checkpoint.restore_latest(run.ckpt_dir, target)
-  if restored is None:
+  target = rounds.checkpoint_target(state)
+  begin = run_dir.start(log_dir, target, config_text, restart=restart,
+                        allow_config_change=allow_config_change)
+  if begin.restored is None:
     last_good = target["last_good"]
     meta = {"lineage": [], "wall_time_s": 0.0, "restores": 0}
-    if run.is_chief:
-      run.metrics.truncate_after(-1)
   else:
-    step, tree, meta = restored
+    resumed_at, tree, meta = begin.restored
     data_stream.seek(trainer.task_mixture.families, meta["data_positions"])
     state = sharding.shard_population(tree["population"])
     last_good = sharding.shard_population(tree["last_good"])
-    logging.info("Resumed from checkpoint at step %d.", step)
-    if run.is_chief:
-      run.metrics.truncate_after(step)
-  if write_operative_config and run.is_chief:
-    config.write_operative_config(log_dir)
+    run.saved_step = resumed_at
+    logging.info("Resumed from checkpoint at step %d.", resumed_at)
+  restores = rounds.Restores(meta["restores"], meta.get("restores_in_a_row", 0))
+  extra = {"config_change": begin.config_change} if begin.config_change else {}
 
   start_time = time.time() - meta["wall_time_s"]
-  step = int(sharding.to_host(state.step))
+  first = int(sharding.to_host(state.step))
   train_losses = []
-  progress = tqdm.tqdm(total=end, initial=step, disable=not run.is_chief,
-                       dynamic_ncols=True, desc="outer steps", file=sys.stderr)
-  resumed_at = step if restored is not None else None
-  while True:
-    if (step % interval == 0 or step == end) and step != resumed_at:
-      meta_loss, per_family = (sharding.to_host(x)
-                               for x in trainer.evaluate(state))
-      events = []
-      if step > 0 and step % interval == 0:
-        state, events, last_good = _select(trainer, state, meta_loss,
-                                           last_good, meta)
-      else:
-        state = state.replace(meta_loss=meta_loss)
-      # Selection built some fields on the host: put the population back on
-      # the mesh (a no-op on one device).
-      state = sharding.shard_population(state)
-      meta["lineage"].extend(events)
-      meta["wall_time_s"] = time.time() - start_time
-      meta["data_positions"] = data_stream.positions(
-          trainer.task_mixture.families)
+  progress = tqdm.tqdm(total=end, initial=first, disable=not run.is_chief,
+                       dynamic_ncols=True, desc="meta steps", file=sys.stderr)
+  for step in range(first, end + 1):
+    if (step % interval == 0 or step == end) and (
+        begin.restored is None or step != first):
+      try:
+        result = rounds.pbt_round(trainer, state, last_good, restores)
+      except rounds.DeadPopulationError as e:
+        progress.close()
+        raise rounds.DeadPopulationError(f"{e}; {_kept(log_dir, run)}") from e
+      state, last_good, restores = result.state, result.last_good, result.restores
+      meta["lineage"].extend(result.events)
+      meta.update(wall_time_s=time.time() - start_time,
+                  restores=restores.total, restores_in_a_row=restores.in_a_row,
+                  data_positions=data_stream.positions(
+                      trainer.task_mixture.families))
       train_loss = (np.mean(sharding.to_host(jnp.stack(train_losses)), axis=0)
                     if train_losses else None)
-      record = _summary_record(trainer, state, meta_loss, per_family,
-                               train_loss, meta["wall_time_s"], events)
-      run.log(record)
-      train_losses = []
+      record = _summary_record(trainer, result, train_loss,
+                               meta["wall_time_s"])
+      run.log({**record, **extra})
+      extra, train_losses = {}, []
       progress.set_postfix(best_meta_loss=record["best_meta_loss"])
       if step == end or step % run.run_config.checkpoint_interval < interval:
         run.save(state, last_good, meta)
-    if step >= end:
-      break
-    state, loss = trainer.step(state, step)
-    train_losses.append(loss)
-    step += 1
-    progress.update(1)
+    if step < end:
+      state, loss = trainer.step(state, step)
+      train_losses.append(loss)
+      progress.update(1)
   progress.close()
   return state
 
 
-def checkpoint_target(state: PopulationState) -> dict[str, PopulationState]:
-  """The tree a checkpoint holds, shaped like `state`: the population and PBT's
-  last good population (kept without its unroll states)."""
-  return {"population": state, "last_good": _without_unrolls(state)}
-
-
-def _without_unrolls(state: PopulationState) -> PopulationState:
-  """The last good population is kept without its (large) unroll states."""
-  return state.replace(estimator_states=())
-
-
-def _select(trainer: PopulationTrainer, state: PopulationState,
-            meta_loss: np.ndarray, last_good: PopulationState,
-            meta: dict[str, Any]
-            ) -> tuple[PopulationState, list[dict[str, Any]], PopulationState]:
-  """PBT round; restores the last good population if every member diverged."""
-  new_state, events = trainer.select(state, meta_loss)
-  if new_state is not None:
-    return new_state, events, _without_unrolls(new_state)
-  meta["restores"] += 1
-  now, then = (int(sharding.to_host(s.step)) for s in (state, last_good))
-  logging.warning("Every member diverged at step %d; restoring the population "
-                  "of step %d.", now, then)
-  key, k_unrolls = jax.random.split(
-      jax.random.fold_in(state.key, meta["restores"]))
-  restored = trainer.fresh_unrolls(
-      last_good.replace(step=state.step, key=key), k_unrolls)
-  events = [{"step": now, "member": -1, "copied_from": then,
-             "reason": "restore"}]
-  return restored, events, last_good
+def _kept(log_dir: str, run: _Run) -> str:
+  """What a stopped run leaves in its dir, and how to go on."""
+  if run.saved_step is None:
+    return (f"{log_dir} holds no checkpoint of this run: fix the config and "
+            "rerun to start afresh")
+  return (f"{log_dir} keeps the checkpoints and metrics up to step "
+          f"{run.saved_step}: fix the config and rerun with "
+          "--allow_config_change to resume from there (recorded), or "
+          "--restart to start over")
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    if FLAGS.multihost:
-      jax.distributed.initialize()
+  if FLAGS.multihost:
+    jax.distributed.initialize()
+  with config.user_errors_exit():  # start-up: bad input is one line
     if not FLAGS.train_log_dir:
       raise ValueError("--train_log_dir is required")
     if FLAGS.max_outer_steps is not None and FLAGS.max_outer_steps < 0:
@@ -246,12 +256,11 @@ def main(argv: Sequence[str]) -> None:
     trainer = PopulationTrainer()
     run_config = config.RunConfig()
     sharding.check_population(trainer.population_size)
-  except Exception as e:  # noqa: BLE001  -- start-up errors: one clear line.
-    config.exit_with_error(e)
   try:
     train(trainer, FLAGS.train_log_dir, FLAGS.max_outer_steps, run_config,
-          write_operative_config=True)
-  except checkpoint.IncompatibleCheckpointError as e:
+          gin.operative_config_str(), restart=FLAGS.restart,
+          allow_config_change=FLAGS.allow_config_change)
+  except config.RUN_ERRORS as e:  # the run dir or config; bugs keep a traceback
     config.exit_with_error(e)
 
 

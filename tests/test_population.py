@@ -10,7 +10,16 @@ from learned_optimization.optimizers import base as opt_base
 from learned_optimization.outer_trainers import truncation_schedule
 from learned_optimization.tasks import quadratics
 
-from lopt_selftrain import compat, evaluation, pbt, population, train
+from lopt_selftrain import (
+  checkpoint,
+  compat,
+  config,
+  evaluation,
+  pbt,
+  population,
+  rounds,
+  train,
+)
 from lopt_selftrain.self_update import SelfUpdate
 from lopt_selftrain.tasks import TaskMixture
 
@@ -95,13 +104,26 @@ def _poison(state, members):
   return state.replace(outer_opt_state=outer.with_theta(thetas))
 
 
+def _at_round(state, interval=2):
+  """`state` moved to the first step where a PBT round selects."""
+  return state.replace(step=jnp.asarray(interval, jnp.int32))
+
+
+def _evaluating_to(trainer, monkeypatch, meta_loss):
+  """The trainer's evaluation gives `meta_loss` (one task family)."""
+  meta_loss = jnp.asarray(meta_loss)
+  monkeypatch.setattr(trainer, "evaluate",
+                      lambda state: (meta_loss, meta_loss[None]))
+
+
 def test_nan_member_is_flagged_and_replaced_by_a_healthy_copy():
   trainer = _trainer(exploit_fraction=0.0)
   state, _ = trainer.step(_poison(trainer.init(), [1]))
   np.testing.assert_array_equal(state.healthy, [True, False, True])
-  meta_loss, _ = trainer.evaluate(state)
-  assert not np.isfinite(meta_loss[1])
-  new_state, events = trainer.select(state, meta_loss)
+  state = _at_round(state)
+  result = rounds.pbt_round(trainer, state, rounds.without_unrolls(state))
+  assert not np.isfinite(result.meta_loss[1])
+  new_state, events = result.state, result.events
   assert [(e["member"], e["reason"]) for e in events] == [(1, "nonfinite")]
   donor = events[0]["copied_from"]
   _assert_trees_close(_member(trainer.thetas(new_state), 1),
@@ -109,11 +131,14 @@ def test_nan_member_is_flagged_and_replaced_by_a_healthy_copy():
   assert bool(new_state.healthy.all())
 
 
-def test_exploit_copies_weights_and_optimizer_state_then_explores_scale():
+def test_exploit_copies_weights_and_optimizer_state_then_explores_scale(
+    monkeypatch):
   trainer = _trainer(exploit_fraction=0.34)  # one of three members
-  state = trainer.init()
-  new_state, events = trainer.select(state, np.array([0.5, 0.1, 0.9]))
-  assert events == [{"step": 0, "member": 2, "copied_from": 1,
+  _evaluating_to(trainer, monkeypatch, [0.5, 0.1, 0.9])
+  state = _at_round(trainer.init())
+  result = rounds.pbt_round(trainer, state, rounds.without_unrolls(state))
+  new_state, events = result.state, result.events
+  assert events == [{"step": 2, "member": 2, "copied_from": 1,
                      "reason": "exploit"}]
   _assert_trees_close(_member(trainer.thetas(new_state), 2),
                       _member(trainer.thetas(state), 1), rtol=0, atol=0)
@@ -151,8 +176,9 @@ def test_all_members_diverged_restores_last_good_population(tmp_path,
     return state, loss
 
   monkeypatch.setattr(trainer, "step", step)
-  final = train.train(trainer, str(tmp_path), max_outer_steps=6)
-  from lopt_selftrain import checkpoint
+  final = train.train(trainer, str(tmp_path), max_outer_steps=6,
+                      run_config=config.RunConfig(checkpoint_interval=2,
+                                                  keep_checkpoints=4))
   records = checkpoint.read(str(tmp_path / "metrics.jsonl"))
   assert [r["step"] for r in records] == [0, 2, 4, 6]
   restore = [e for r in records for e in r["pbt_events"]
@@ -161,6 +187,19 @@ def test_all_members_diverged_restores_last_good_population(tmp_path,
                       "reason": "restore"}]
   for leaf in jax.tree_util.tree_leaves(trainer.thetas(final)):
     assert np.all(np.isfinite(leaf))
+
+  # The population of step 4 is the last good one of step 2, bit for bit:
+  # weights and outer optimizer state (self-update scales included).
+  ckpt_dir = str(tmp_path / "checkpoints")
+  target = rounds.checkpoint_target(trainer.init())
+  good, _ = checkpoint.restore(ckpt_dir, 2, target)
+  restored, meta = checkpoint.restore(ckpt_dir, 4, target)
+  for tree in (restored["population"], restored["last_good"]):
+    _assert_trees_close(tree.outer_opt_state,
+                        good["population"].outer_opt_state, rtol=0, atol=0)
+  assert int(restored["population"].step) == 4
+  assert int(restored["last_good"].step) == 2
+  assert (meta["restores"], meta["restores_in_a_row"]) == (1, 1)
 
 
 @pytest.mark.parametrize("kwargs,match", [
