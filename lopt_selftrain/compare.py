@@ -102,7 +102,6 @@ def claim_arm_dir(log_dir: str, config_text: str) -> None:
   elif not os.path.exists(log_dir) or not os.listdir(log_dir):
     os.makedirs(log_dir, exist_ok=True)
     files.write_atomic(path, config_text.encode())
-
     return
   raise StaleArmDirError(f"{log_dir} holds a run of another config; pass a "
                          "new --out_dir or delete that directory")

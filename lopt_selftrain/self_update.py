@@ -45,11 +45,12 @@ class SelfUpdateState:
 
   def with_theta(self, theta: Any) -> SelfUpdateState:
     """Same state holding `theta`."""
-    return self.replace(lopt_state=_with_params(self.lopt_state, theta))
+    return self.replace(lopt_state=with_params(self.lopt_state, theta))
 
 
-def _with_params(lopt_state: Any, params: Any) -> Any:
-  """lo optimizer states are flax dataclasses or namedtuples with `.params`."""
+def with_params(lopt_state: Any, params: Any) -> Any:
+  """`lopt_state` holding `params`: lo optimizer states are flax dataclasses or
+  namedtuples with a `.params` field."""
   if hasattr(lopt_state, "_replace"):
     return lopt_state._replace(params=params)
   return lopt_state.replace(params=params)
@@ -134,4 +135,4 @@ class SelfUpdate(opt_base.Optimizer):
     scale = opt_state.step_scale
     new_theta = jax.tree_util.tree_map(
         lambda old, d: old + scale.astype(old.dtype) * d, theta, step)
-    return opt_state.replace(lopt_state=_with_params(proposal, new_theta))
+    return opt_state.replace(lopt_state=with_params(proposal, new_theta))
