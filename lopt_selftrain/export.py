@@ -9,7 +9,7 @@ weights came from, so `load_optax(path)` gives a drop-in optax optimizer on any
 machine with lo installed. Without --member the member with the lowest latest
 meta-loss is exported.
 
-File format (written atomically through `tf.io.gfile`, so gs:// works)::
+File format (a `files.Envelope`, written atomically; gs:// works)::
 
   b"LOPTEX01"      8 bytes, magic and format version
   payload          msgpack (flax.serialization) of the dict below
@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import hashlib
 import importlib
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -46,17 +44,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tensorflow as tf
 from absl import app, flags
 from gin import config_parser
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
-from lopt_selftrain import checkpoint, config, rounds
+from lopt_selftrain import checkpoint, config, files, rounds, self_update
 from lopt_selftrain.population import PopulationTrainer
 
-MAGIC = b"LOPTEX01"
-_DIGEST_BYTES = 32
+_ENVELOPE = files.Envelope(b"LOPTEX01", "an exported learned optimizer")
 
 FLAGS = flags.FLAGS
 
@@ -223,35 +219,22 @@ def write(path: str, spec: LearnedOptSpec, theta: Any,
       "theta": state_dict,
       "provenance": provenance,
   })
-  data = MAGIC + payload
-  data += hashlib.sha256(data).digest()
   directory = os.path.dirname(path)
   if directory:
-    tf.io.gfile.makedirs(directory)
-  tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-  try:
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-      f.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-  finally:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
+    files.makedirs(directory)
+  _ENVELOPE.write(path, [payload])
 
 
 def read(path: str) -> Exported:
   """Verifies and loads an exported optimizer; ExportError if it is not intact."""
-  if not tf.io.gfile.exists(path):
-    raise ExportError(f"{path} does not exist")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = f.read()
-  if len(data) < len(MAGIC) + _DIGEST_BYTES or not data.startswith(MAGIC):
-    raise ExportError(f"{path} is not an exported learned optimizer "
-                      f"(no {MAGIC.decode()} header)")
-  body, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
-  if hashlib.sha256(body).digest() != digest:
-    raise ExportError(f"{path} is corrupt (sha256 mismatch); export it again")
   try:
-    contents = flax.serialization.msgpack_restore(body[len(MAGIC):])
+    payload = _ENVELOPE.read(path)
+  except FileNotFoundError as e:
+    raise ExportError(f"{path} does not exist") from e
+  except files.CorruptFileError as e:
+    raise ExportError(str(e)) from e
+  try:
+    contents = flax.serialization.msgpack_restore(bytes(payload))
     class_path = contents["learned_opt"]["class"]
     gin_text = contents["learned_opt"]["gin"]
     state_dict, provenance = contents["theta"], contents["provenance"]
@@ -267,13 +250,6 @@ def load_lo_optimizer(path: str) -> opt_base.Optimizer:
   """The exported learned optimizer as an lo Optimizer: `learned_opt.opt_fn(theta)`."""
   exported = read(path)
   return exported.learned_opt.opt_fn(exported.theta)
-
-
-def _set_params(state: Any, params: Any) -> Any:
-  """lo optimizer state with other params (flax dataclass or namedtuple state)."""
-  if hasattr(state, "_replace"):
-    return state._replace(params=params)
-  return state.replace(params=params)
 
 
 def load_optax(path: str, num_steps: int | None = None
@@ -304,7 +280,7 @@ def load_optax(path: str, num_steps: int | None = None
              **extra_args: Any) -> tuple[optax.Updates, Any]:
     del extra_args  # Meant for other transformations of an optax.chain.
     if params is not None:
-      state = _set_params(state, params)
+      state = self_update.with_params(state, params)
     new_state = opt.update(state, grads, loss=loss, key=key)
     updates = jax.tree_util.tree_map(jnp.subtract, opt.get_params(new_state),
                                      opt.get_params(state))
@@ -330,9 +306,9 @@ def export_run(run_dir: str, out: str, member: int | None = None
   """
   run_dir = run_dir.rstrip("/")
   gin_path = f"{run_dir}/{config.OPERATIVE_CONFIG}"
-  if not tf.io.gfile.isdir(run_dir):
+  if not files.isdir(run_dir):
     raise ExportError(f"run dir {run_dir} does not exist")
-  if not tf.io.gfile.exists(gin_path):
+  if not files.exists(gin_path):
     raise ExportError(f"{run_dir} has no {config.OPERATIVE_CONFIG}; is it a "
                       "--train_log_dir of lopt_selftrain.train?")
   ckpt_dir = f"{run_dir}/checkpoints"
@@ -360,7 +336,7 @@ def export_run(run_dir: str, out: str, member: int | None = None
                       f"{size} members (0..{size - 1})")
   theta = jax.tree_util.tree_map(lambda x: np.asarray(x[member]),
                                  trainer.thetas(state))
-  with tf.io.gfile.GFile(gin_path) as f:
+  with files.open(gin_path) as f:
     spec = spec_from_operative_config(trainer.learned_opt, f.read())
   provenance = {
       "run_dir": run_dir,
