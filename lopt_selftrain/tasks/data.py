@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from collections.abc import Iterator
 
 import gin
 import jax
 import numpy as np
 from learned_optimization.tasks.datasets import base as datasets_base
+
+from lopt_selftrain import files
 
 Arrays = tuple[np.ndarray, np.ndarray]
 SPLITS = ("train", "inner_valid", "outer_valid", "test")
@@ -124,20 +125,6 @@ def _generate_mnist1d(num_samples: int, generation_seed: int) -> dict:
   }
 
 
-def _save_atomic(path: str, arrays: dict) -> None:
-  """Writes an .npz next to `path` and renames it, so readers see all or nothing."""
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
 
 def load_mnist1d(num_samples: int = 5000, generation_seed: int = 42,
                  data_dir: str | None = None) -> dict:
@@ -151,13 +138,14 @@ def load_mnist1d(num_samples: int = 5000, generation_seed: int = 42,
   Returns:
     Dict of float32 inputs [N, 40] and int32 labels [N].
   """
-  path = os.path.join(data_dir or default_data_dir(),
-                      f"mnist1d_n{num_samples}_seed{generation_seed}.npz")
-  if os.path.exists(path):
-    with np.load(path) as cached:
+  directory = data_dir or default_data_dir()
+  path = f"{directory.rstrip('/')}/mnist1d_n{num_samples}_seed{generation_seed}.npz"
+  if files.exists(path):
+    with files.open(path, "rb") as f, np.load(f) as cached:
       return {k: cached[k] for k in cached.files}
   arrays = _generate_mnist1d(num_samples, generation_seed)
-  _save_atomic(path, arrays)
+  files.makedirs(directory)
+  files.write_atomic(path, lambda f: np.savez(f, **arrays))
   return arrays
 
 
