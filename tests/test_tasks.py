@@ -4,6 +4,8 @@ import glob
 import os
 import pathlib
 import random
+import subprocess
+import sys
 
 import gin
 import jax
@@ -376,11 +378,21 @@ def test_tfds_missing_dataset_names_dataset_and_dir(tmp_path):
 
 
 def test_step_time_prints_markdown_table(data_dir, clean_gin, capsys):
-  step_time.main(["--num_tasks", "2", "--repeats", "2", "--gin_bindings",
-                  f"mnist1d_datasets.data_dir = '{data_dir}'"])
+  step_time.cli([], [f"mnist1d_datasets.data_dir = '{data_dir}'"],
+                num_tasks=2, repeats=2)
   out = capsys.readouterr().out
   assert "| family | weight | params/task | compile s | step ms |" in out
   rows = [r for r in out.splitlines() if r.startswith("| mnist1d_mlp |")
           or r.startswith("| quadratic10 |")]
   assert len(rows) == 2
   assert all(float(r.split("|")[-2]) > 0 for r in rows)
+
+
+def test_step_time_app_rejects_bad_input_in_one_line():
+  app = subprocess.run(
+      [sys.executable, "-m", "lopt_selftrain.tasks.step_time", "--num_tasks=0"],
+      capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert app.returncode == 2
+  assert app.stderr.strip().splitlines()[-1] == (
+      "error: --num_tasks and --repeats must be >= 1, got 0 and 50")

@@ -1,4 +1,4 @@
-"""Wall time of one jitted, vmapped inner step per family of a task mixture.
+r"""absl app: wall time of one jitted, vmapped inner step per family of a mixture.
 
 Why: the population trainer spends nearly all its time in inner steps of
 `num_tasks` vmapped tasks, so this per-family number decides which families
@@ -7,25 +7,25 @@ an Adam update for `num_tasks` tasks in one jit (compile excluded; median of
 repeats), on whatever device JAX uses.
 
     python -m lopt_selftrain.tasks.step_time \
-        [--gin_file gin_configs/tasks/mix_cpu_demo.gin] [--num_tasks 8]
+        [--gin_config=gin_configs/tasks/mix_cpu_demo.gin] [--num_tasks=8]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import gin
 import jax
 import numpy as np
 import optax
+from absl import app, flags
 from learned_optimization import training
 from learned_optimization.tasks import base
 
+from lopt_selftrain import config
 from lopt_selftrain.tasks.mixture import TaskMixture
 
 DEMO_GIN = (pathlib.Path(__file__).resolve().parents[2] / "gin_configs" /
@@ -108,18 +108,38 @@ def markdown_table(mixture: TaskMixture, num_tasks: int, repeats: int) -> str:
   return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--gin_file", action="append",
-                      help=f"gin file(s) binding TaskMixture (default {DEMO_GIN})")
-  parser.add_argument("--gin_bindings", action="append", default=[])
-  parser.add_argument("--num_tasks", type=int, default=8)
-  parser.add_argument("--repeats", type=int, default=50)
-  args = parser.parse_args(argv)
-  gin.parse_config_files_and_bindings(args.gin_file or [str(DEMO_GIN)],
-                                      args.gin_bindings)
-  print(markdown_table(TaskMixture(), args.num_tasks, args.repeats))
+def cli(gin_configs: Sequence[str], gin_bindings: Sequence[str],
+        num_tasks: int, repeats: int) -> None:
+  """The app minus flag parsing: the table, or `error: ...` and exit 2."""
+  try:
+    if num_tasks < 1 or repeats < 1:
+      raise ValueError(f"--num_tasks and --repeats must be >= 1, got "
+                       f"{num_tasks} and {repeats}")
+    config.parse(list(gin_configs) or [str(DEMO_GIN)], gin_bindings)
+    mixture = TaskMixture()
+  except Exception as e:  # noqa: BLE001  -- start-up errors: one clear line.
+    config.exit_with_error(e)
+  print(markdown_table(mixture, num_tasks, repeats))
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The app's flags; defined only when run as an app, so imports never clash."""
+  flags.DEFINE_multi_string("gin_config", [], "Gin file(s) binding TaskMixture "
+                            f"(default {DEMO_GIN}).")
+  flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
+  flags.DEFINE_integer("num_tasks", 8, "Tasks vmapped in one inner step.")
+  flags.DEFINE_integer("repeats", 50, "Timed steps per family (median).")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli(FLAGS.gin_config, FLAGS.gin_bindings, FLAGS.num_tasks, FLAGS.repeats)
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)
