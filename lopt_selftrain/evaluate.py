@@ -9,29 +9,34 @@ fixed key, from the same initial parameters on the same batches (common random
 numbers, as in `evaluation`). Writes into --out_dir (local or gs://):
 curves.png (task-mean training loss per step) and results.md (final and mean
 loss per optimizer; the best Adam learning rate, by mean loss, is marked).
+
+The held-out suite (`lopt_selftrain.heldout`) instead of one task:
+
+  python -m lopt_selftrain.evaluate --suite=heldout --optimizer=NAME_OR_PATH \
+      --out_dir=DIR [--tasks=digits_mlp,iris_mlp] [--steps_scale=0.1]
+
+writes DIR/heldout.json (one record per task), DIR/heldout.md (the table) and
+DIR/heldout_curves.png. --optimizer is an exported file or the name of a
+shipped optimizer (`lopt_selftrain.pretrained.PRETRAINED`).
 """
 
 from __future__ import annotations
 
-import functools
 import io
+import json
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 
 # isort: split
-import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.tasks import base as tasks_base
 from learned_optimization.tasks import quadratics
 
-from lopt_selftrain import config, evaluation, export, tasks
+from lopt_selftrain import config, export, heldout, pretrained, tasks
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
@@ -53,34 +58,13 @@ def task_family(name: str) -> tasks_base.TaskFamily:
   return TASKS[name]()
 
 
-@functools.partial(jax.jit, static_argnames=("learned_opt", "family",
-                                             "num_tasks", "num_steps"))
-def _mean_curves(learned_opt: lopt_base.LearnedOptimizer,
-                 family: tasks_base.TaskFamily, thetas: Any, key: jax.Array,
-                 data: Any, num_tasks: int, num_steps: int) -> jax.Array:
-  """[M, num_steps] task-mean loss curves of M stacked weights, same tasks each."""
-  return jax.vmap(lambda theta: evaluation.inner_losses(
-      learned_opt, family, theta, key, data, num_tasks, num_steps).mean(0))(thetas)
-
-
 def loss_curves(exported: export.Exported, family: tasks_base.TaskFamily,
                 steps: int, num_tasks: int, seed: int,
                 adam_lrs: Sequence[float]) -> dict[str, np.ndarray]:
   """{label: [steps] mean loss}: "learned" first, then one "Adam lr=..." per lr."""
-  key = jax.random.PRNGKey(seed)
-  data = evaluation.eval_batches(family, num_tasks, steps)
-  curves = {"learned": _mean_curves(
-      exported.learned_opt, family,
-      jax.tree_util.tree_map(lambda x: x[None], exported.theta), key, data,
-      num_tasks, steps)[0]}
-  # lo's LearnableAdam is plain Adam; stacking its weights runs the grid at once.
-  adam = lopt_base.LearnableAdam(use_summary=False)
-  thetas = {k: jnp.full(len(adam_lrs), v) for k, v in adam.init(key).items()}
-  thetas["log_lr"] = jnp.log(jnp.asarray(adam_lrs, jnp.float32))
-  adam_curves = _mean_curves(adam, family, thetas, key, data, num_tasks, steps)
-  for lr, curve in zip(adam_lrs, adam_curves, strict=True):
-    curves[f"Adam lr={lr:g}"] = curve
-  return {k: np.asarray(v) for k, v in curves.items()}
+  losses, _ = heldout.paired_runs(exported.learned_opt, exported.theta, family,
+                                  steps, num_tasks, seed, adam_lrs)
+  return {k: v.mean(0) for k, v in losses.items()}
 
 
 def summarize(curves: dict[str, np.ndarray]) -> tuple[dict[str, tuple[float, float]],
@@ -148,17 +132,51 @@ def run(exported: export.Exported, family: tasks_base.TaskFamily, task: str,
   return text
 
 
+def run_heldout(exported: export.Exported, optimizer: str, out_dir: str,
+                task_names: Sequence[str] = (), steps_scale: float = 1.0,
+                seed: int = 0, adam_lrs: Sequence[float] = heldout.ADAM_LRS
+                ) -> str:
+  """Runs the held-out suite; writes heldout.json/.md/_curves.png; returns the md."""
+  specs = heldout.suite_tasks(task_names)
+  records, all_curves = heldout.run_suite(exported.learned_opt, exported.theta,
+                                          specs, steps_scale, seed, adam_lrs)
+  source = exported.provenance
+  title = (f"Held-out suite: {optimizer} (step {source.get('step', '?')}, "
+           f"member {source.get('member', '?')}) vs Adam tuned over "
+           f"{len(adam_lrs)} learning rates")
+  text = heldout.markdown(records, title)
+  out = out_dir.rstrip("/")
+  tf.io.gfile.makedirs(out)
+  with tf.io.gfile.GFile(f"{out}/heldout.json", "w") as f:
+    json.dump(records, f, indent=1)
+  with tf.io.gfile.GFile(f"{out}/heldout.md", "w") as f:
+    f.write(text)
+  with tf.io.gfile.GFile(f"{out}/heldout_curves.png", "wb") as f:
+    f.write(heldout.plot(all_curves, records, title))
+  return text
+
+
 def cli(optimizer: str | None, task: str | None, steps: int, out_dir: str | None,
-        num_tasks: int, seed: int, adam_lrs: Sequence[str]) -> None:
+        num_tasks: int, seed: int, adam_lrs: Sequence[str],
+        suite: str | None = None, task_names: Sequence[str] = (),
+        steps_scale: float = 1.0) -> None:
   """The app minus flag parsing: prints the table, or `error: ...` and exit 2."""
   try:
-    if not optimizer or not task:
-      raise ValueError("--optimizer and --task are required")
+    if suite not in (None, "heldout"):
+      raise ValueError(f"unknown --suite {suite!r}; known: heldout")
+    if not optimizer or not (task or suite):
+      raise ValueError("--optimizer and --task (or --suite) are required")
     lrs = [float(lr) for lr in adam_lrs]
-    family = task_family(task)
-    exported = export.read(optimizer)
-    text = run(exported, family, task, steps, out_dir or f"eval_{task}",
-               num_tasks, seed, lrs)
+    if suite:
+      heldout.suite_tasks(task_names)  # Bad names fail before the file is read.
+      exported = export.read(pretrained.resolve(optimizer))
+      text = run_heldout(exported, optimizer, out_dir or "eval_heldout",
+                         task_names, steps_scale, seed, lrs)
+    else:
+      family = task_family(task)
+      exported = export.read(pretrained.resolve(optimizer))
+      text = run(exported, family, task, steps, out_dir or f"eval_{task}",
+                 num_tasks, seed, lrs)
   except ValueError as e:  # Bad flags, task name or file (ExportError): one line.
     config.exit_with_error(e)
   print(text)
@@ -167,8 +185,15 @@ def cli(optimizer: str | None, task: str | None, steps: int, out_dir: str | None
 def define_flags() -> None:
   """The app's flags; defined only when run as an app, so imports never clash."""
   flags.DEFINE_string("optimizer", None,
-                      "Exported optimizer file (lopt_selftrain.export).")
+                      "Exported optimizer file (lopt_selftrain.export) or a "
+                      "shipped name (lopt_selftrain.pretrained.PRETRAINED).")
   flags.DEFINE_string("task", None, f"Task family: one of {sorted(TASKS)}.")
+  flags.DEFINE_string("suite", None, "'heldout': the held-out suite instead "
+                      "of --task (its Adam grid unless --adam_lrs is given).")
+  flags.DEFINE_list("tasks", [], "Held-out tasks to run (default: all of "
+                    "lopt_selftrain.heldout.SUITE).")
+  flags.DEFINE_float("steps_scale", 1.0, "Multiplies every held-out task's "
+                     "step count (e.g. 0.05 for a quick check).")
   flags.DEFINE_integer("steps", 1000, "Training steps per task.")
   flags.DEFINE_integer("num_tasks", 1, "Tasks sampled from the family (curves "
                        "are averaged over them).")
@@ -181,8 +206,11 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  adam_lrs = FLAGS.adam_lrs
+  if FLAGS.suite and not FLAGS["adam_lrs"].present:
+    adam_lrs = [f"{lr:g}" for lr in heldout.ADAM_LRS]
   cli(FLAGS.optimizer, FLAGS.task, FLAGS.steps, FLAGS.out_dir, FLAGS.num_tasks,
-      FLAGS.seed, FLAGS.adam_lrs)
+      FLAGS.seed, adam_lrs, FLAGS.suite, FLAGS.tasks, FLAGS.steps_scale)
 
 
 if __name__ == "__main__":

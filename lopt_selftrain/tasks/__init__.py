@@ -7,6 +7,7 @@ the legacy JAX names lo needs). The trainer consumes a `TaskMixture`.
 """
 
 from lopt_selftrain.tasks import lo_families  # noqa: F401  (gin registrations)
+from lopt_selftrain.tasks.conv1d_family import MaskedConv1DFamily
 from lopt_selftrain.tasks.data import (
   array_datasets,
   default_data_dir,
@@ -15,10 +16,13 @@ from lopt_selftrain.tasks.data import (
 )
 from lopt_selftrain.tasks.mixture import TaskMixture
 from lopt_selftrain.tasks.mlp_family import MaskedMLPFamily
+from lopt_selftrain.tasks.quadratic_family import ConditionedQuadraticFamily
 from lopt_selftrain.tasks.tfds_data import DatasetNotFoundError, tfds_image_datasets
 
 __all__ = [
+    "ConditionedQuadraticFamily",
     "DatasetNotFoundError",
+    "MaskedConv1DFamily",
     "MaskedMLPFamily",
     "TaskMixture",
     "array_datasets",

@@ -1,0 +1,29 @@
+"""Self-trained learned optimizers shipped with the package, by name.
+
+`PRETRAINED` lists the shipped names, best first; each is a file
+`<name>.lopt` (lopt_selftrain.export format) in this folder, with its
+provenance in README.md here and inside the file. `resolve(name_or_path)`
+turns a shipped name into its path and leaves anything else (a file path)
+unchanged, so every loader accepts both.
+"""
+
+from __future__ import annotations
+
+import os
+
+PRETRAINED: tuple[str, ...] = ()
+
+_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def path(name: str) -> str:
+  """Path of the shipped optimizer `name`; ValueError listing the names otherwise."""
+  if name not in PRETRAINED:
+    raise ValueError(f"unknown pretrained optimizer {name!r}; shipped: "
+                     f"{', '.join(PRETRAINED) or 'none'}")
+  return os.path.join(_DIR, f"{name}.lopt")
+
+
+def resolve(name_or_path: str) -> str:
+  """A shipped name's file path; any other string is returned as given."""
+  return path(name_or_path) if name_or_path in PRETRAINED else name_or_path
