@@ -283,3 +283,15 @@ def test_load_optax_without_tensorflow_and_without_apps(tmp_path):
   result = _python(_EXPORT_WITHOUT_TENSORFLOW, str(tmp_path))
   assert result.returncode == 0, result.stderr[-3000:]
   assert "apps: []" in result.stdout
+
+
+def test_data_cache_on_a_url(monkeypatch):
+  """The MNIST-1D cache round-trips through real gfile (TF's in-memory ram://)."""
+  from lopt_selftrain.tasks import data
+
+  generated = data.load_mnist1d(500, data_dir="ram://io_test/cache")
+  monkeypatch.setattr(data, "_generate_mnist1d", None)  # Must come from cache.
+  cached = data.load_mnist1d(500, data_dir="ram://io_test/cache")
+  assert files.listdir("ram://io_test/cache") == ["mnist1d_n500_seed42.npz"]
+  for key, value in generated.items():
+    assert cached[key].tobytes() == value.tobytes()

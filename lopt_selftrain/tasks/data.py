@@ -16,6 +16,7 @@ a temporary file and renamed, so concurrent workers never read a partial file.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from collections.abc import Iterator
@@ -141,11 +142,13 @@ def load_mnist1d(num_samples: int = 5000, generation_seed: int = 42,
   directory = data_dir or default_data_dir()
   path = f"{directory.rstrip('/')}/mnist1d_n{num_samples}_seed{generation_seed}.npz"
   if files.exists(path):
-    with files.open(path, "rb") as f, np.load(f) as cached:
+    with np.load(io.BytesIO(files.read_bytes(path))) as cached:
       return {k: cached[k] for k in cached.files}
   arrays = _generate_mnist1d(num_samples, generation_seed)
   files.makedirs(directory)
-  files.write_atomic(path, lambda f: np.savez(f, **arrays))
+  npz = io.BytesIO()  # A few MB; zip needs seek/tell, which not every URL has.
+  np.savez(npz, **arrays)
+  files.write_atomic(path, npz.getvalue())
   return arrays
 
 
