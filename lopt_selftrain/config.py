@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import gin  # noqa: I001
-import tensorflow as tf
 from gin import config_parser
 from learned_optimization.learned_optimizers import base as lopt_base  # noqa: F401
 from learned_optimization.learned_optimizers import (
@@ -36,6 +35,7 @@ import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 from lopt_selftrain import (  # noqa: F401
   checkpoint,
   evaluation,
+  files,
   pbt,
   population,
   rounds,
@@ -76,7 +76,7 @@ def parse(config_files: Sequence[str], bindings: Sequence[str]) -> None:
   failing that, from the repository root.
   """
   for path in config_files:
-    if not tf.io.gfile.exists(path):
+    if not files.exists(path):
       raise FileNotFoundError(f"gin config {path} does not exist")
   gin.clear_config()  # parsing replaces any previous (locked) config
   gin.add_config_file_search_path(REPO_ROOT)
@@ -87,11 +87,11 @@ def check_writable(log_dir: str) -> None:
   """Creates `log_dir` and proves a file can be written there, before training."""
   probe = f"{log_dir.rstrip('/')}/.write_probe_{uuid.uuid4().hex}"
   try:
-    tf.io.gfile.makedirs(log_dir)
-    with tf.io.gfile.GFile(probe, "w") as f:
+    files.makedirs(log_dir)
+    with files.open(probe, "w") as f:
       f.write("ok")
-    tf.io.gfile.remove(probe)
-  except (OSError, tf.errors.OpError) as e:
+    files.remove(probe)
+  except OSError as e:
     raise PermissionError(
         f"--train_log_dir={log_dir} is not writable ({_first_line(e)})") from e
 
@@ -99,8 +99,7 @@ def check_writable(log_dir: str) -> None:
 def write_operative_config(log_dir: str, text: str,
                            name: str = OPERATIVE_CONFIG) -> None:
   """Saves a gin config the run used (`text`), next to its outputs."""
-  with tf.io.gfile.GFile(f"{log_dir.rstrip('/')}/{name}", "w") as f:
-    f.write(text)
+  files.write_atomic(f"{log_dir.rstrip('/')}/{name}", text.encode())
 
 
 def _value_text(value: Any) -> str:
