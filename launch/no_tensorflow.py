@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 STAND_INS = ("tensorflow", "tensorflow_datasets", "flax.metrics.tensorboard")
+HIDE_ENV = "LOPT_HIDE_TENSORFLOW"
 
 
 def _local(path: str) -> str:
@@ -127,12 +128,15 @@ class StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install() -> bool:
-  """Puts the stand-ins first on `sys.meta_path`, only if TensorFlow is missing.
+  """Puts the stand-ins first on `sys.meta_path`, only if TensorFlow is missing
+  (or `HIDE_ENV`=1: a CPU machine with TensorFlow then runs as a GPU image
+  without it, e.g. tests/test_gpu_run.py).
 
   Returns:
     Whether they were installed (False: TensorFlow is there and used as is).
   """
-  if importlib.util.find_spec("tensorflow") is not None:
+  if (os.environ.get(HIDE_ENV) != "1"
+      and importlib.util.find_spec("tensorflow") is not None):
     return False
   if not any(isinstance(f, StandInFinder) for f in sys.meta_path):
     sys.meta_path.insert(0, StandInFinder())

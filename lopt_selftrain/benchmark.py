@@ -14,19 +14,21 @@ so the only difference is vmapped-population vs. a Python loop over learners.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax  # noqa: I001
+import numpy as np
 from absl import app, flags
 from learned_optimization.optimizers import base as opt_base
 from learned_optimization.outer_trainers import gradient_learner
 
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 from lopt_selftrain import config, pbt, sharding
-from lopt_selftrain.population import PopulationTrainer
+from lopt_selftrain.population import PopulationState, PopulationTrainer
 from lopt_selftrain.tasks import TaskMixture
 
 
@@ -45,54 +47,117 @@ def _timed(fn, state, steps: int) -> tuple[Any, float]:
   return state, time.perf_counter() - start
 
 
+def _block(state: Any) -> Any:
+  return jax.block_until_ready(jax.tree_util.tree_leaves(state))
+
+
+def timed_steps(step: Callable[[Any, int], Any], state: Any, steps: int,
+                max_seconds: float = float("inf")) -> tuple[Any, dict[str, Any]]:
+  """Calls `state = step(state, i)`: twice untimed (the first call compiles),
+  then timed until `steps` calls or `max_seconds` (at least 2 timed calls).
+
+  Each call is waited for, so the host clock measures device work.
+  """
+  start = time.perf_counter()
+  state = step(state, 0)
+  _block(state)
+  first = time.perf_counter() - start
+  state = step(state, 1)
+  _block(state)
+  times: list[float] = []
+  while len(times) < steps and (len(times) < 2 or sum(times) < max_seconds):
+    start = time.perf_counter()
+    state = step(state, len(times) + 2)
+    _block(state)
+    times.append(time.perf_counter() - start)
+  return state, {"first_call_s": first, "timed_steps": len(times),
+                 "seconds_per_step": float(np.median(times)),
+                 "mean_seconds_per_step": float(np.mean(times))}
+
+
+def one_family(trainer: PopulationTrainer, family_index: int = 0,
+               population_size: int | None = None,
+               outer_opt: opt_base.Optimizer | None = None,
+               steps_per_jit: int | None = None) -> PopulationTrainer:
+  """`trainer` restricted to one family of its mixture (every step trains it),
+  optionally with another population size, outer optimizer (then without PBT)
+  or lo unroll chunk length."""
+  estimator = trainer.estimator_config
+  if steps_per_jit is not None:
+    estimator = dataclasses.replace(estimator, steps_per_jit=steps_per_jit)
+  return PopulationTrainer(
+      learned_opt=trainer.learned_opt,
+      task_mixture=TaskMixture(
+          [trainer.task_mixture.families[family_index]], weights=[1.0],
+          names=[trainer.task_mixture.names[family_index]]),
+      outer_opt=outer_opt or trainer.outer_opt,
+      population_size=population_size or trainer.population_size,
+      estimator=estimator,
+      pbt_config=(pbt.PBTConfig(enabled=False) if outer_opt else
+                  trainer.pbt_config),
+      seed=trainer.seed)
+
+
+def lo_learner(trainer: PopulationTrainer, family_index: int, num_tasks: int,
+               adam_lr: float = 1e-3
+               ) -> gradient_learner.SingleMachineGradientLearner:
+  """lo's own single learner with the trainer's learned optimizer and
+  estimator settings, `num_tasks` inner problems, and an Adam outer update."""
+  estimator = dataclasses.replace(trainer.estimator_config, num_tasks=num_tasks)
+  return gradient_learner.SingleMachineGradientLearner(
+      trainer.learned_opt,
+      [estimator.build(trainer.task_mixture.families[family_index],
+                       trainer.learned_opt)],
+      opt_base.Adam(adam_lr))
+
+
+def time_lo_learners(learner: gradient_learner.SingleMachineGradientLearner,
+                     count: int, seed: int, steps: int,
+                     max_seconds: float = float("inf")) -> dict[str, Any]:
+  """One outer step of `count` independent lo learners run one after another
+  (one learner object: they share its compiled functions, not their state)."""
+  keys = [jax.random.PRNGKey(seed * 1000 + i) for i in range(count)]
+
+  def step(states, i):
+    return [learner.update(s, jax.random.fold_in(k, i))[0]
+            for s, k in zip(states, keys)]
+
+  return timed_steps(step, [learner.init(k) for k in keys], steps,
+                     max_seconds)[1]
+
+
+def time_population(trainer: PopulationTrainer, steps: int,
+                    max_seconds: float = float("inf")
+                    ) -> tuple[PopulationState, dict[str, Any]]:
+  """Step timing of a population; (final state, timing)."""
+  return timed_steps(lambda s, i: trainer.step(s, i)[0], trainer.init(), steps,
+                     max_seconds)
+
+
 def population_vs_sequential(trainer: PopulationTrainer, family_index: int = 0,
-                             steps: int = 20, warmup: int = 3,
-                             adam_lr: float = 1e-3) -> dict[str, float]:
+                             steps: int = 20, adam_lr: float = 1e-3
+                             ) -> dict[str, Any]:
   """Member-steps per second of the vmapped population and of lo learners.
 
-  Args:
-    trainer: supplies the learned optimizer, task family and estimator config;
-      its population size N is used for both sides.
-    family_index: which family of the trainer's mixture to train on.
-    steps: timed outer steps (per learner on the sequential side).
-    warmup: untimed steps first (compilation).
-    adam_lr: outer Adam learning rate used by both sides.
+  Both sides use the trainer's learned optimizer, estimator settings and
+  population size N, on one family of its mixture, with an Adam outer update;
+  the sequential side runs N lo learners one after another.
 
   Returns:
     Dict with population size, seconds per step of each side and the ratio of
     member-steps/s (population / sequential).
   """
-  family = trainer.task_mixture.families[family_index]
   n = trainer.population_size
-  pop = PopulationTrainer(
-      learned_opt=trainer.learned_opt,
-      task_mixture=TaskMixture([family], weights=[1.0],
-                               names=[trainer.task_mixture.names[family_index]]),
-      outer_opt=opt_base.Adam(adam_lr), population_size=n,
-      estimator=trainer.estimator_config,
-      pbt_config=pbt.PBTConfig(enabled=False), seed=trainer.seed)
-  state, _ = _timed(lambda s: pop.step(s)[0], pop.init(), warmup)
-  _, pop_seconds = _timed(lambda s: pop.step(s)[0], state, steps)
-
-  learners = []
-  for i in range(n):
-    learner = gradient_learner.SingleMachineGradientLearner(
-        trainer.learned_opt, [trainer.estimator_config.build(
-            family, trainer.learned_opt)], opt_base.Adam(adam_lr))
-    key = jax.random.PRNGKey(trainer.seed * 1000 + i)
-    learners.append((learner, learner.init(key), key))
-  seq_seconds = 0.0
-  for learner, learner_state, key in learners:
-    def update(s, learner=learner, key=key):
-      return learner.update(s, key)[0]
-    learner_state, _ = _timed(update, learner_state, warmup)
-    _, seconds = _timed(update, learner_state, steps)
-    seq_seconds += seconds
+  pop = one_family(trainer, family_index, outer_opt=opt_base.Adam(adam_lr))
+  pop_seconds = time_population(pop, steps)[1]["mean_seconds_per_step"]
+  seq_seconds = time_lo_learners(
+      lo_learner(trainer, family_index, trainer.estimator_config.num_tasks,
+                 adam_lr), n, trainer.seed, steps)["mean_seconds_per_step"]
   return {
       "population_size": n,
       "family": trainer.task_mixture.names[family_index],
-      "population_seconds_per_step": pop_seconds / steps,
-      "sequential_seconds_per_step": seq_seconds / steps,
+      "population_seconds_per_step": pop_seconds,
+      "sequential_seconds_per_step": seq_seconds,
       "speedup": seq_seconds / pop_seconds,
   }
 
