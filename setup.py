@@ -15,6 +15,8 @@ setuptools.setup(
     install_requires=[
         # lo 0.0.1 pins unresolvable 2022 versions; launch/setup.sh overrides them.
         "learned-optimization",
+        # lo's GitHub HEAD imports chex (lo 0.0.1 does not); CI tests both.
+        "chex",
         "jax",
         "dm-haiku",
         "flax",

@@ -9,15 +9,21 @@ Two jobs, both kept here so no other module knows lo, JAX or NumPy versions:
 2. `make_gradient_estimator` builds lo's TruncatedPES / TruncatedES / FullES for
    either estimator API, detected by capability (does the constructor take a
    `truncated_step`?), never by version string.
+3. `jit_safe` guards lo learned optimizers whose arithmetic current XLA
+   compiles differently from how it runs eagerly (see `_LossFeatureSafeOpt`).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -89,6 +95,31 @@ def _estimator_classes() -> dict[str, type]:
 
 ESTIMATOR_KINDS = ("pes", "es", "full_es")
 
+# lo modules that declare gin configurables but exist only in some lo versions
+# (HEAD's truncated-step estimator API, its nominal Adafactor optimizer).
+OPTIONAL_LO_MODULES = (
+    "learned_optimization.learned_optimizers.adafac_nominal",
+    "learned_optimization.outer_trainers.lopt_truncated_step",
+)
+
+
+def import_optional_lo_modules() -> list[str]:
+  """Imports each of `OPTIONAL_LO_MODULES` this lo has; returns their names.
+
+  gin refuses configurables declared after a config is parsed (it locks), so
+  the apps import these before parsing, not when the trainer first needs them.
+  """
+  found = []
+  for name in OPTIONAL_LO_MODULES:
+    try:
+      spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # the parent package is missing too
+      spec = None
+    if spec is not None:
+      importlib.import_module(name)
+      found.append(name)
+  return found
+
 
 def takes_truncated_step(estimator_cls: type) -> bool:
   """True for lo HEAD's estimators, built from a `truncated_step` object."""
@@ -121,29 +152,54 @@ def make_gradient_estimator(
     `compute_gradient_estimate`.
   """
   classes = _estimator_classes()
+  learned_opt = jit_safe(learned_opt)
   if kind not in classes:
     raise ValueError(
         f"unknown gradient estimator {kind!r}; expected one of {ESTIMATOR_KINDS}")
   cls = classes[kind]
+  params = inspect.signature(cls.__init__).parameters
+  kwargs = dict(estimator_kwargs)
   if not takes_truncated_step(cls):
-    kwargs = dict(estimator_kwargs)
-    if "random_initial_iteration_offset" in inspect.signature(
-        cls.__init__).parameters:
+    if "random_initial_iteration_offset" in params:
       kwargs["random_initial_iteration_offset"] = random_initial_iteration_offset
+    if "trunc_sched" in params:
+      kwargs["trunc_sched"] = trunc_sched
+    else:  # lo 0.0.1's FullES: one unroll of the schedule's whole length.
+      kwargs["unroll_length"] = schedule_length(trunc_sched)
     return cls(task_family=task_family, learned_opt=learned_opt,
-               trunc_sched=trunc_sched, num_tasks=num_tasks, **kwargs)
+               num_tasks=num_tasks, **kwargs)
 
-  from learned_optimization.outer_trainers import lopt_truncated_step  # pylint: disable=g-import-not-at-top
+  from learned_optimization.outer_trainers import (  # pylint: disable=g-import-not-at-top
+    lopt_truncated_step,
+    truncation_schedule,
+  )
   step_params = inspect.signature(
       lopt_truncated_step.VectorizedLOptTruncatedStep.__init__).parameters
-  step_kwargs = {k: estimator_kwargs.pop(k) for k in list(estimator_kwargs)
-                 if k in step_params}
+  if "train_and_meta" in kwargs and "train_and_meta" not in params:
+    # lo 0.0.1's meta-loss on outer_valid batches is HEAD's meta_loss_split.
+    if kwargs.pop("train_and_meta"):
+      kwargs["meta_loss_split"] = "outer_valid"
+  step_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in step_params}
+  if "truncation_schedule" in params:
+    # HEAD's FullES owns the inner length; its truncated step must never reset.
+    kwargs["truncation_schedule"] = trunc_sched
+    trunc_sched = truncation_schedule.NeverEndingTruncationSchedule()
   truncated_step = lopt_truncated_step.VectorizedLOptTruncatedStep(
       task_family=task_family, learned_opt=learned_opt, trunc_sched=trunc_sched,
       num_tasks=num_tasks,
       random_initial_iteration_offset=random_initial_iteration_offset,
       **step_kwargs)
-  return cls(truncated_step=truncated_step, **estimator_kwargs)
+  return cls(truncated_step=truncated_step, **kwargs)
+
+
+def schedule_length(trunc_sched: Any) -> int:
+  """Inner-problem length of a fixed-length lo truncation schedule."""
+  length = getattr(trunc_sched.init(jax.random.PRNGKey(0), None), "length", None)
+  if not isinstance(length, (int, np.integer)):
+    raise ValueError(
+        f"full_es on this lo unrolls whole inner problems of one length; "
+        f"{type(trunc_sched).__name__} has none (use ConstantTruncationSchedule)")
+  return int(length)
 
 
 def worker_weights(theta: Any, outer_iteration: Any = 0) -> Any:
@@ -155,3 +211,112 @@ def worker_weights(theta: Any, outer_iteration: Any = 0) -> Any:
   if "theta_model_state" in fields:
     kwargs["theta_model_state"] = None
   return gl.WorkerWeights(**kwargs)
+
+
+
+def _reset_unfed_loss_average(state: Any) -> Any:
+  """RNNMLPLOpt's initial state with its validation-loss counter at 1.
+
+  lo's RNN-MLP family (`rnn_mlp_lopt._LossNormalizer`) bias-corrects its
+  validation-loss average by `1 / (1 - decay**updates + 1e-8)`. Eagerly, at
+  `updates == 0` that is 1e8 times a zero mean, i.e. 0. XLA (jaxlib 0.10 here)
+  reassociates `(1 - x) + 1e-8` into `(1 + 1e-8) - x`, which is 0 in float32,
+  so every compiled update divides by zero and is NaN from its first step.
+  Nothing in lo's training loops feeds a validation loss (`is_valid`), so the
+  average stays at its zero start; a counter of 1 gives the same feature (0)
+  compiled or not.
+  """
+  accum = state.valid_loss_accum
+  return state.replace(valid_loss_accum=accum.replace(
+      updates=jnp.maximum(accum.updates, 1)))
+
+
+@functools.cache
+def _jit_safe_classes() -> tuple[type, type]:
+  """(Optimizer, LearnedOptimizer) wrapper classes; built on first use because
+  lo may only be imported after `restore_legacy_names`."""
+  from learned_optimization.learned_optimizers import base as lopt_base  # pylint: disable=g-import-not-at-top
+  from learned_optimization.optimizers import base as opt_base  # pylint: disable=g-import-not-at-top
+
+  class SafeOpt(opt_base.Optimizer):
+    """The wrapped lo Optimizer with `_reset_unfed_loss_average` at init."""
+
+    def __init__(self, opt: Any):
+      super().__init__()
+      self.opt = opt
+
+    def init(self, params, model_state=None, num_steps=None, key=None,
+             **kwargs):
+      return _reset_unfed_loss_average(self.opt.init(
+          params, model_state, num_steps=num_steps, key=key, **kwargs))
+
+    def update(self, *args, **kwargs):
+      return self.opt.update(*args, **kwargs)
+
+    def get_params(self, state):
+      return self.opt.get_params(state)
+
+    def get_state(self, state):
+      return self.opt.get_state(state)
+
+    @property
+    def name(self):
+      return self.opt.name
+
+  class SafeLearnedOpt(lopt_base.LearnedOptimizer):
+    """A learned optimizer whose `opt_fn` returns `SafeOpt`s. Compares and
+    hashes like the one it wraps, so jit caches keyed on it keep hitting."""
+
+    def __init__(self, learned_opt: Any):
+      self.wrapped = learned_opt
+
+    def init(self, key):
+      return self.wrapped.init(key)
+
+    def opt_fn(self, theta, is_training=False):
+      return SafeOpt(self.wrapped.opt_fn(theta, is_training=is_training))
+
+    @property
+    def name(self):
+      return self.wrapped.name
+
+    def __getattr__(self, name):  # architecture settings (step_mult, ...)
+      if name == "wrapped":  # not set yet (copy, unpickling)
+        raise AttributeError(name)
+      return getattr(self.wrapped, name)
+
+    def __eq__(self, other):
+      return unwrapped(other) is self.wrapped
+
+    def __hash__(self):
+      return hash(self.wrapped)
+
+  return SafeOpt, SafeLearnedOpt
+
+
+def _has_unfed_loss_average(learned_opt: Any) -> bool:
+  """True if the optimizer's state has lo's RNN-MLP validation-loss average."""
+  def init_state():
+    theta = learned_opt.init(jax.random.PRNGKey(0))
+    return learned_opt.opt_fn(theta).init({"w": jnp.zeros(2)}, num_steps=1,
+                                          key=jax.random.PRNGKey(0))
+  return hasattr(jax.eval_shape(init_state), "valid_loss_accum")
+
+
+def unwrapped(learned_opt: Any) -> Any:
+  """The lo learned optimizer inside a `jit_safe` wrapper (or itself)."""
+  return (learned_opt.wrapped
+          if isinstance(learned_opt, _jit_safe_classes()[1]) else learned_opt)
+
+
+def jit_safe(learned_opt: Any) -> Any:
+  """`learned_opt`, wrapped where its compiled updates would go non-finite.
+
+  Only lo's RNN-MLP family needs it (`_reset_unfed_loss_average`), detected by
+  capability (a field of its optimizer state), not by class name; any other
+  optimizer, None, or an already wrapped one is returned as is.
+  """
+  if (learned_opt is None or isinstance(learned_opt, _jit_safe_classes()[1])
+      or not _has_unfed_loss_average(learned_opt)):
+    return learned_opt
+  return _jit_safe_classes()[1](learned_opt)

@@ -17,12 +17,13 @@ from typing import Any, NoReturn
 
 import gin  # noqa: I001
 from gin import config_parser
-from learned_optimization.learned_optimizers import base as lopt_base  # noqa: F401
 from learned_optimization.learned_optimizers import (
+  adafac_mlp_lopt,  # noqa: F401
   mlp_lopt,  # noqa: F401
   nn_adam,  # noqa: F401
   rnn_mlp_lopt,  # noqa: F401
 )
+from learned_optimization.learned_optimizers import base as lopt_base  # noqa: F401
 from learned_optimization.optimizers import base as opt_base  # noqa: F401
 from learned_optimization.outer_trainers import (
   full_es,  # noqa: F401
@@ -34,6 +35,7 @@ from learned_optimization.outer_trainers import (
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 from lopt_selftrain import (  # noqa: F401
   checkpoint,
+  compat,
   evaluation,
   files,
   pbt,
@@ -42,6 +44,8 @@ from lopt_selftrain import (  # noqa: F401
   self_update,
   tasks,
 )
+
+compat.import_optional_lo_modules()  # configurables of some lo versions only
 
 
 @gin.configurable

@@ -49,7 +49,7 @@ from gin import config_parser
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
-from lopt_selftrain import checkpoint, config, files, rounds, self_update
+from lopt_selftrain import checkpoint, compat, config, files, rounds, self_update
 from lopt_selftrain.population import PopulationTrainer
 
 _ENVELOPE = files.Envelope(b"LOPTEX01", "an exported learned optimizer")
@@ -145,7 +145,7 @@ def spec_from_operative_config(learned_opt: lopt_base.LearnedOptimizer,
   gin's operative config lists every argument the constructor received from
   gin, defaults included, which is exactly what a faithful rebuild needs.
   """
-  opt_cls = type(learned_opt)
+  opt_cls = type(compat.unwrapped(learned_opt))
   spec = LearnedOptSpec.of(opt_cls)
   scopes = _class_bindings(text, spec.class_path)
   if len(scopes) > 1:
@@ -241,7 +241,7 @@ def read(path: str) -> Exported:
   except (KeyError, TypeError, ValueError) as e:  # msgpack errors are ValueErrors.
     raise ExportError(f"{path} has an unreadable payload: {e}") from e
   spec = LearnedOptSpec.from_gin(class_path, gin_text)
-  learned_opt = spec.build()
+  learned_opt = compat.jit_safe(spec.build())
   return Exported(learned_opt, spec, _fit_theta(learned_opt, state_dict, path),
                   provenance)
 

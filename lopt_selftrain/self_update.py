@@ -25,6 +25,8 @@ import optax
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
+from lopt_selftrain import compat
+
 
 @flax.struct.dataclass
 class SelfUpdateState:
@@ -82,7 +84,7 @@ class SelfUpdate(opt_base.Optimizer):
     if max_step_rms is not None and not max_step_rms > 0:
       raise ValueError(
           f"SelfUpdate.max_step_rms must be > 0 or None, got {max_step_rms}")
-    self.learned_opt = learned_opt
+    self.learned_opt = compat.jit_safe(learned_opt)
     self.step_scale = step_scale
     self.max_step_rms = max_step_rms
 
