@@ -11,6 +11,7 @@ until a name that needs them is used.
   EstimatorConfig                      lo gradient estimator settings
   SelfUpdate                           lo Optimizer whose step a learned optimizer computes
   PBTConfig                            population based training settings (pbt.py)
+  pbt_round                            one PBT round: evaluate, select, exploit/explore (rounds.py)
   EvalConfig                           evaluation settings (evaluation.py)
   TaskMixture                          weighted lo task families (tasks/)
   final_value                          THE final value of a curve (curves.py)
@@ -35,6 +36,7 @@ _LAZY = {
     "EstimatorConfig": "lopt_selftrain.population",
     "SelfUpdate": "lopt_selftrain.self_update",
     "PBTConfig": "lopt_selftrain.pbt",
+    "pbt_round": "lopt_selftrain.rounds",
     "EvalConfig": "lopt_selftrain.evaluation",
     "TaskMixture": "lopt_selftrain.tasks.mixture",
     "final_value": "lopt_selftrain.curves",
