@@ -3,7 +3,7 @@ r"""The paper's comparison on one machine: self-training vs. Adam outer-training
   python -m lopt_selftrain.compare --out_dir=runs/compare
 
 Arms, all from the same base gin config (same seed, task mix, estimator,
-population size and number of outer steps, hence the same meta-gradient
+population size and number of meta steps, hence the same meta-gradient
 budget):
   selftrain_pbt      the paper's method: self-update + PBT;
   selftrain_no_pbt   ablation: self-update, members independent;
@@ -164,7 +164,7 @@ def acceleration(rates: Sequence[float | None]) -> float | None:
 def improvement_per_window(records: Sequence[dict[str, Any]],
                            window: int = 100, key: str = "median_meta_loss"
                            ) -> list[float | None]:
-  """Decrease of log(meta-loss) in each consecutive `window` outer steps.
+  """Decrease of log(meta-loss) in each consecutive `window` meta steps.
 
   A positive feedback loop shows as later windows improving faster than the
   first one.

@@ -43,7 +43,7 @@ def plot_meta_loss(records: dict[str, Sequence[dict[str, Any]]],
     if reference is not None:
       ax.axhline(reference[1], color="gray", linestyle="--", linewidth=1,
                  label=reference[0])
-    ax.set_xlabel("outer step")
+    ax.set_xlabel("meta step")
     ax.set_ylabel("meta-loss (mean inner loss / initial loss)")
     ax.legend(fontsize=8)
   _save(fig, path)
@@ -88,7 +88,7 @@ def results_markdown(results: dict[str, Any]) -> str:
   families = list(results["heldout_adam_inner_final_loss"])
   lines = [
       f"Run {results['date']} on {results['machine']}; base config "
-      f"`{results['base_config']}`, {results['outer_steps']} outer steps per "
+      f"`{results['base_config']}`, {results['outer_steps']} meta steps per "
       f"arm; tuned Adam outer arm: `{results['tuned_adam_outer_arm']}`.", "",
       "Final = mean of the last 10% of the rounds (of the inner steps for "
       "held-out losses); last = the last round.", "",
