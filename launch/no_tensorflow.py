@@ -1,8 +1,9 @@
 """Runs a lopt_selftrain app on a machine where TensorFlow cannot be installed.
 
-Why: lo 0.0.1 (`summary.py`, `tasks/datasets/base.py`), `flax.metrics.tensorboard`
-and our I/O import `tensorflow` / `tensorflow_datasets` at module level, but the
-population step, lo's learners and the in-memory datasets (MNIST-1D, quadratics)
+Why: lo (`summary.py`, `tasks/datasets/base.py`), `flax.metrics.tensorboard`, the
+train app (TensorBoard summaries) and TFDS tasks import `tensorflow` /
+`tensorflow_datasets` at module level (our own I/O, `lopt_selftrain.files`, needs
+TensorFlow only for gs:// paths), but the population step, lo's learners and the in-memory datasets (MNIST-1D, quadratics)
 never use them. Accelerator machines that can carry only a few MB of wheels (not
 TensorFlow's 1.8 GB) can then still run the trainer, compare and the benchmark.
 
