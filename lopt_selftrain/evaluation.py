@@ -8,12 +8,19 @@ Meta-loss of a member = mixture-weighted mean over families of
 `mean_t loss_t / loss_0` averaged over tasks: the average inner training loss
 relative to the (member-independent) initial loss. 1.0 means "no progress"; the
 normalisation keeps a quadratic (loss ~20) from drowning MNIST-1D (loss ~2.3).
+`EvalConfig.meta_objective` picks what is averaged: every step's training loss
+("mean", the default), the last `curves.FINAL_FRACTION` of the steps ("final":
+rewards where training ends up, not how fast it starts), or the loss on the
+task's outer_valid split ("outer_valid": rewards generalisation). The ranking
+should use the objective the estimator meta-trains on
+(`EstimatorConfig.meta_objective`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import gin
@@ -24,6 +31,10 @@ from learned_optimization import training
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.tasks import base as tasks_base
 
+from lopt_selftrain import curves
+
+META_OBJECTIVES = ("mean", "final", "outer_valid")
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -33,19 +44,25 @@ class EvalConfig:
   Attributes:
     num_tasks: fresh tasks per family per evaluation.
     num_steps: inner training steps per task.
+    meta_objective: one of META_OBJECTIVES (see the module docstring).
   """
   num_tasks: int = 8
   num_steps: int = 100
+  meta_objective: str = "mean"
 
   def __post_init__(self):
     if self.num_tasks < 1 or self.num_steps < 1:
       raise ValueError("EvalConfig.num_tasks and num_steps must be >= 1, got "
                        f"{self.num_tasks}, {self.num_steps}")
+    if self.meta_objective not in META_OBJECTIVES:
+      raise ValueError(f"EvalConfig.meta_objective must be one of "
+                       f"{META_OBJECTIVES}, got {self.meta_objective!r}")
 
 
 def inner_losses(learned_opt: lopt_base.LearnedOptimizer,
                  task_family: tasks_base.TaskFamily, theta: Any, key: jax.Array,
-                 data: Any, num_tasks: int, num_steps: int) -> jax.Array:
+                 data: Any, num_tasks: int, num_steps: int,
+                 meta_data: Any = None) -> jax.Array:
   """Training-loss curves of `num_tasks` fresh tasks trained by opt_fn(theta).
 
   Args:
@@ -56,6 +73,8 @@ def inner_losses(learned_opt: lopt_base.LearnedOptimizer,
     data: batches with leading axes [num_steps, num_tasks], or () without data.
     num_tasks: number of tasks.
     num_steps: inner steps.
+    meta_data: optional batches shaped like `data` (e.g. of outer_valid); when
+      given, the curves are the loss on them, at the same params.
 
   Returns:
     [num_tasks, num_steps] loss before each update.
@@ -68,39 +87,49 @@ def inner_losses(learned_opt: lopt_base.LearnedOptimizer,
     params, model_state = task.init_with_state(k_init)
     state = opt.init(params, model_state, num_steps=num_steps, key=k_opt)
 
-    def step(state, key_and_batch):
-      step_key, batch = key_and_batch
+    def step(state, xs):
+      step_key, batch, meta_batch = xs
       k_loss, k_update = jax.random.split(step_key)
-      (loss, model_state), grad = jax.value_and_grad(
-          task.loss_with_state, has_aux=True)(opt.get_params(state),
-                                              opt.get_state(state), k_loss,
-                                              batch)
-      state = opt.update(state, grad, loss=loss, model_state=model_state,
+      params, model_state = opt.get_params(state), opt.get_state(state)
+      (loss, new_model_state), grad = jax.value_and_grad(
+          task.loss_with_state, has_aux=True)(params, model_state, k_loss, batch)
+      reported = loss
+      if meta_data is not None:
+        reported, _ = task.loss_with_state(params, model_state, k_loss,
+                                           meta_batch)
+      state = opt.update(state, grad, loss=loss, model_state=new_model_state,
                          key=k_update)
-      return state, loss
+      return state, reported
 
+    task_data, task_meta = task_data
     _, losses = jax.lax.scan(
-        step, state, (jax.random.split(k_steps, num_steps), task_data))
+        step, state,
+        (jax.random.split(k_steps, num_steps), task_data, task_meta))
     return losses
 
   return jax.vmap(one_task, in_axes=(0, 1))(
-      jax.random.split(key, num_tasks), data)
+      jax.random.split(key, num_tasks), (data, meta_data))
 
 
-def normalized_meta_loss(losses: jax.Array) -> jax.Array:
-  """Mean over tasks of mean-over-steps loss / initial loss ([..., tasks, steps])."""
+def normalized_meta_loss(losses: jax.Array, fraction: float = 1.0) -> jax.Array:
+  """Mean over tasks of the mean loss over the last `fraction` of the steps /
+  initial loss ([..., tasks, steps])."""
   initial = jnp.maximum(jnp.abs(losses[..., :1]), 1e-8)
-  return jnp.mean(jnp.mean(losses, axis=-1, keepdims=True) / initial,
+  tail = losses[..., -max(1, math.ceil(fraction * losses.shape[-1])):]
+  return jnp.mean(jnp.mean(tail, axis=-1, keepdims=True) / initial,
                   axis=(-2, -1))
 
 
 @functools.partial(jax.jit, static_argnames=("learned_opt", "task_family",
-                                             "num_tasks", "num_steps"))
+                                             "num_tasks", "num_steps",
+                                             "fraction"))
 def _population_family_meta_loss(learned_opt, task_family, thetas, key, data,
-                                 num_tasks, num_steps):
+                                 num_tasks, num_steps, meta_data=None,
+                                 fraction=1.0):
   losses = jax.vmap(lambda theta: inner_losses(
-      learned_opt, task_family, theta, key, data, num_tasks, num_steps))(thetas)
-  return normalized_meta_loss(losses)
+      learned_opt, task_family, theta, key, data, num_tasks, num_steps,
+      meta_data))(thetas)
+  return normalized_meta_loss(losses, fraction)
 
 
 def eval_batches(task_family: tasks_base.TaskFamily, num_tasks: int,
@@ -123,9 +152,14 @@ def evaluate_population(learned_opt: lopt_base.LearnedOptimizer,
   per_family = []
   for family, family_key in zip(families, jax.random.split(key, len(families))):
     data = eval_batches(family, config.num_tasks, config.num_steps)
+    meta_data = (eval_batches(family, config.num_tasks, config.num_steps,
+                              "outer_valid")
+                 if config.meta_objective == "outer_valid" else None)
+    fraction = (curves.FINAL_FRACTION if config.meta_objective == "final"
+                else 1.0)
     per_family.append(_population_family_meta_loss(
         learned_opt, family, thetas, family_key, data, config.num_tasks,
-        config.num_steps))
+        config.num_steps, meta_data, fraction))
   per_family = jnp.stack(per_family)
   return jnp.tensordot(jnp.asarray(weights, per_family.dtype), per_family,
                        axes=1), per_family

@@ -58,6 +58,11 @@ class EstimatorConfig:
     steps_per_jit: inner steps per jitted lo unroll call.
     trunc_sched: length of an inner problem before it is reset.
     random_initial_iteration_offset: spreads initial inner steps to desync.
+    meta_objective: what the estimator's meta-loss averages over a truncation:
+      "train" (each step's training loss, lo's default) or "outer_valid" (the
+      loss after each step on a batch of the task's outer_valid split; lo
+      0.0.1's `train_and_meta`). Rank with the matching
+      `EvalConfig.meta_objective` ("mean" / "outer_valid").
   """
   kind: str = "pes"
   num_tasks: int = 8
@@ -66,6 +71,12 @@ class EstimatorConfig:
   steps_per_jit: int = 10
   trunc_sched: Any = None
   random_initial_iteration_offset: int = 0
+  meta_objective: str = "train"
+
+  def __post_init__(self):
+    if self.meta_objective not in ("train", "outer_valid"):
+      raise ValueError("EstimatorConfig.meta_objective must be 'train' or "
+                       f"'outer_valid', got {self.meta_objective!r}")
 
   def build(self, task_family: Any, learned_opt: lopt_base.LearnedOptimizer):
     """The lo estimator for one family, on whichever lo API is installed."""
@@ -76,6 +87,8 @@ class EstimatorConfig:
       kwargs["trunc_length"] = self.trunc_length
     elif self.kind == "es":
       kwargs["unroll_length"] = self.trunc_length
+    if self.meta_objective == "outer_valid":
+      kwargs["train_and_meta"] = True
     return compat.make_gradient_estimator(
         self.kind, task_family, learned_opt, sched, self.num_tasks,
         random_initial_iteration_offset=self.random_initial_iteration_offset,

@@ -194,17 +194,22 @@ def test_masked_mlp_family_rejects_bad_config(data_dir):
 # --- every family: finite, and hand-designed Adam makes progress
 
 
-def _paper_family(scope, cls):
-  """Builds one data-free family of mix_paper.gin from its gin scope."""
+def _paper_family(scope, cls, gin_file="mix_paper.gin"):
+  """Builds one data-free family of a mix (mix_paper.gin) from its gin scope."""
 
   def build(data_dir):
     gin.parse_config_files_and_bindings(
-        [str(GIN_DIR / "mix_paper.gin")],
+        [str(GIN_DIR / gin_file)],
         [f"mnist1d_datasets.data_dir = '{data_dir}'"])
     with gin.config_scope(scope):
       return cls()
 
   return build
+
+
+def _broad_family(scope, cls):
+  """Builds one family of mix_broad.gin from its gin scope."""
+  return _paper_family(scope, cls, "mix_broad.gin")
 
 
 FAMILIES = {
@@ -217,6 +222,14 @@ FAMILIES = {
         "reparam", task_augmentation.ReparamWeightsFamily),
     "paper_quadratic100": _paper_family(
         "q100", quadratics.FixedDimQuadraticFamily),
+    "conv1d_default": lambda d: tasks.MaskedConv1DFamily(
+        tasks.mnist1d_datasets(batch_size=32, data_dir=d)),
+    "cond_quadratic_noisy": lambda d: tasks.ConditionedQuadraticFamily(
+        20, (1.0, 10.0), noise_std=0.1),
+    "broad_conv": _broad_family("conv", tasks.MaskedConv1DFamily),
+    "broad_deep_mlp": _broad_family("deep", tasks.MaskedMLPFamily),
+    "broad_reparam": _broad_family(
+        "reparam", task_augmentation.ReparamWeightsFamily),
 }
 IMAGE_FAMILIES = {
     "fmnist8_masked_mlp": lambda ds: tasks.MaskedMLPFamily(ds["fashion_mnist"]),
@@ -279,6 +292,89 @@ def test_masked_mlp_family_under_lo_truncated_pes(data_dir):
     assert np.isfinite(out.mean_loss)
     for leaf in jax.tree_util.tree_leaves(out.grad):
       assert np.all(np.isfinite(leaf))
+
+
+def test_conv1d_masked_channels_and_skipped_layers_are_inert(data_dir):
+  family = tasks.MaskedConv1DFamily(
+      tasks.mnist1d_datasets(batch_size=8, data_dir=data_dir), max_channels=8,
+      min_channels=2, max_depth=3)
+  cfg = {"channels": jnp.int32(3), "depth": jnp.int32(2),
+         "activation": jnp.int32(0), "init_scale": jnp.float32(1.0)}
+  task = family.task_fn(cfg)
+  params = task.init(jax.random.PRNGKey(0))
+  batch = next(family.datasets.train)
+  grad = jax.grad(task.loss)(params, jax.random.PRNGKey(1), batch)
+  assert np.all(np.asarray(params["conv_0"]["w"])[..., 3:] == 0)
+  assert np.all(np.asarray(grad["conv_0"]["w"])[..., 3:] == 0)
+  assert np.all(np.asarray(grad["conv_2"]["w"]) == 0)  # depth 2: layer 2 skipped
+  assert np.any(np.asarray(grad["conv_1"]["w"]) != 0)
+
+
+def test_conditioned_quadratic_samples_condition_numbers():
+  family = tasks.ConditionedQuadraticFamily(50, (10.0, 1000.0))
+  cfgs = jax.vmap(family.sample)(jax.random.split(jax.random.PRNGKey(0), 64))
+  kappa = np.asarray(cfgs["curvature"].max(1) / cfgs["curvature"].min(1))
+  assert kappa.min() >= 1.0 and kappa.max() <= 1000.0 * 1.001
+  assert kappa.max() / kappa.min() > 5  # the condition number varies per task
+  task = family.task_fn(jax.tree_util.tree_map(lambda x: x[0], cfgs))
+  assert 0.1 < task.loss(task.init(jax.random.PRNGKey(1)), None, ()) < 10
+  with pytest.raises(ValueError, match="condition"):
+    tasks.ConditionedQuadraticFamily(10, (0.5, 10.0))
+
+
+# --- digits is reserved for the held-out suite
+
+
+def _datasets_names(family):
+  """Dataset names a family (or a wrapped family) draws from."""
+  names = set()
+  while family is not None:
+    datasets = getattr(family, "datasets", None)
+    if datasets is not None:
+      names.add(datasets.extra_info.get("name"))
+    family = getattr(family, "task_family", None)
+  return names
+
+
+MIXTURE_CONFIGS = sorted(glob.glob(str(GIN_DIR.parent / "**" / "*.gin"),
+                                   recursive=True))
+
+
+@pytest.mark.parametrize("path", MIXTURE_CONFIGS, ids=os.path.basename)
+def test_no_mixture_config_reaches_digits(path, data_dir, clean_gin,
+                                          monkeypatch, tmp_path):
+  """Every gin file that builds a TaskMixture builds it without touching
+  scikit-learn's digits (reserved for lopt_selftrain.heldout)."""
+  import sklearn.datasets  # pylint: disable=g-import-not-at-top
+
+  from lopt_selftrain import config, heldout, train  # noqa: F401  (gin registrations)
+
+  def forbidden(*args, **kwargs):
+    raise AssertionError("a meta-training mixture loaded a held-out dataset")
+
+  monkeypatch.setattr(sklearn.datasets, "load_digits", forbidden)
+  monkeypatch.setattr(heldout, "sklearn_arrays", forbidden)
+  config.parse([path], [f"mnist1d_datasets.data_dir = '{data_dir}'",
+                        f"TFDS_DIR = '{tmp_path}'"])
+  if "TaskMixture.families" not in gin.config_str():
+    pytest.skip("builds no TaskMixture")
+  with tfds.testing.mock_data(num_examples=256):
+    mixture = tasks.TaskMixture()
+  for family in mixture.families:
+    assert "digits" not in _datasets_names(family)
+
+
+def test_broad_mixture_has_the_promised_families(data_dir, clean_gin):
+  gin.parse_config_files_and_bindings(
+      [str(GIN_DIR / "mix_broad.gin")],
+      [f"mnist1d_datasets.data_dir = '{data_dir}'"])
+  mixture = tasks.TaskMixture()
+  kinds = {type(f).__name__ for f in mixture.families}
+  assert {"MaskedMLPFamily", "MaskedConv1DFamily", "ReparamWeightsFamily",
+          "FixedDimQuadraticFamily", "ConditionedQuadraticFamily"} <= kinds
+  batch_sizes = {f.datasets.abstract_batch["image"].shape[0]
+                 for f in mixture.families if f.datasets is not None}
+  assert len(batch_sizes) >= 3
 
 
 # --- mixture
