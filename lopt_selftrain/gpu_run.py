@@ -83,6 +83,7 @@ def settings() -> dict[str, Any]:
       "chunk_steps": FLAGS.chunk_steps,
       "heldout_tasks": 2 if tiny else FLAGS.heldout_tasks,
       "heldout_steps": 8 if tiny else FLAGS.heldout_steps,
+      "suite_steps_scale": 0.01 if tiny else 1.0,
       "tiny": tiny,
   }
 
@@ -186,7 +187,6 @@ def suite_available() -> bool:
 
 
 def heldout(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]) -> None:
-  del s
   from lopt_selftrain import export  # noqa: PLC0415
   report = _reporter(out_dir, "heldout")
   arm_dir = os.path.join(out_dir, "compare", "arms", SELFTRAIN_ARM)
@@ -201,7 +201,8 @@ def heldout(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]) -> None:
     return
   suite_dir = os.path.join(out_dir, "heldout")
   command = [sys.executable, RUNNER, "lopt_selftrain.evaluate", "--suite=heldout",
-             f"--optimizer={path}", f"--out_dir={suite_dir}"]
+             f"--optimizer={path}", f"--out_dir={suite_dir}",
+             f"--steps_scale={s['suite_steps_scale']}"]
   result.update(status="running", command=" ".join(command[1:]))
   report(result)
   with open(os.path.join(out_dir, "logs", "heldout_suite.log"), "w") as log:

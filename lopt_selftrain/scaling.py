@@ -53,7 +53,7 @@ def step_cost(trainer: PopulationTrainer, state: PopulationState,
     return dict(reported, reported=reported, corrected=False)
   shorter = max(d for d in range(1, chunk) if length % d == 0)
   variant = benchmark.one_family(trainer, 0, steps_per_jit=shorter)
-  variant_state = variant.step(variant.init(), 0)[0]
+  variant_state = variant.step(benchmark.strong_types(variant.init()), 0)[0]
   other = roofline.cost(compiled_step(variant, variant_state))
   k, k_other = length // chunk, length // shorter
   corrected = {key: reported[key] + (length - k) * (other[key] - reported[key])
