@@ -10,7 +10,8 @@ setuptools.setup(
         "(population self-training on top of google/learned_optimization)."
     ),
     packages=setuptools.find_packages(include=["lopt_selftrain", "lopt_selftrain.*"]),
-    package_data={"lopt_selftrain": ["../gin_configs/*.gin"]},
+    package_data={"lopt_selftrain": ["../gin_configs/*.gin"],
+                  "lopt_selftrain.pretrained": ["*.lopt", "*.json", "*.md"]},
     python_requires=">=3.10",
     install_requires=[
         # lo 0.0.1 pins unresolvable 2022 versions; launch/setup.sh overrides them.

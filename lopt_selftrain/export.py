@@ -49,7 +49,15 @@ from gin import config_parser
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
-from lopt_selftrain import checkpoint, compat, config, files, rounds, self_update
+from lopt_selftrain import (
+  checkpoint,
+  compat,
+  config,
+  files,
+  pretrained,
+  rounds,
+  self_update,
+)
 from lopt_selftrain.population import PopulationTrainer
 
 _ENVELOPE = files.Envelope(b"LOPTEX01", "an exported learned optimizer")
@@ -247,8 +255,11 @@ def read(path: str) -> Exported:
 
 
 def load_lo_optimizer(path: str) -> opt_base.Optimizer:
-  """The exported learned optimizer as an lo Optimizer: `learned_opt.opt_fn(theta)`."""
-  exported = read(path)
+  """The exported learned optimizer as an lo Optimizer: `learned_opt.opt_fn(theta)`.
+
+  `path` may also be a shipped name (`lopt_selftrain.pretrained.PRETRAINED`).
+  """
+  exported = read(pretrained.resolve(path))
   return exported.learned_opt.opt_fn(exported.theta)
 
 
@@ -266,7 +277,7 @@ def load_optax(path: str, num_steps: int | None = None
   always take precedence, so transformations applied outside stay visible.
 
   Args:
-    path: exported file.
+    path: exported file, or a shipped name (lopt_selftrain.pretrained.PRETRAINED).
     num_steps: planned number of training steps, for learned optimizers whose
       features depend on training progress.
   """
