@@ -41,8 +41,9 @@ def test_every_public_name_resolves():
     assert value is not None, name
     assert name in dir(lopt_selftrain)
   assert lopt_selftrain.final_value([3.0] * 9 + [1.0]) == 1.0
-  with pytest.raises(AttributeError, match="no attribute 'train'"):
-    lopt_selftrain.train  # noqa: B018  (an app, not part of the API)
+  assert "train" not in lopt_selftrain.__all__  # an app, not the API
+  with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+    lopt_selftrain.no_such_name  # noqa: B018
 
 
 def test_import_loads_neither_tensorflow_nor_lo_nor_apps():
