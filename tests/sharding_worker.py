@@ -25,15 +25,14 @@ if len(sys.argv) > 4:
 
 import gin  # noqa: E402
 import numpy as np  # noqa: E402
+from test_sharding import WORKER_BINDINGS  # noqa: E402
 
 from lopt_selftrain import config, sharding, train  # noqa: E402
 from lopt_selftrain.population import PopulationTrainer  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 config.parse([os.path.join(REPO, "gin_configs", "tests", "tiny_quadratic.gin")],
-             ["PopulationTrainer.population_size = 8",
-              "PopulationTrainer.num_outer_steps = 6",
-              "PBTConfig.exploit_fraction = 0.25"])
+             WORKER_BINDINGS)
 trainer = PopulationTrainer()
 state = train.train(trainer, log_dir)
 thetas = trainer.thetas(state)

@@ -1,5 +1,6 @@
-"""Bad input to the train app: one clear `error:` line, a non-zero exit, and the
-log dir's existing files (checkpoints above all) left byte for byte as they were.
+"""Bad input to the train app: exit status 2, exactly one `error:` line and no
+traceback, and the log dir's existing files (checkpoints above all) left byte
+for byte as they were.
 
 Every row is a real `python -m lopt_selftrain.train` process; they all run in
 parallel (module fixture), and each row is then checked by its own test.
@@ -11,9 +12,10 @@ import re
 import shutil
 
 import apprun
+import gin
 import pytest
 
-from lopt_selftrain import train
+from lopt_selftrain import checkpoint, config, train
 
 WAIT_S = 600
 
@@ -75,6 +77,9 @@ ROWS = {
         r"TFDS dataset 'fashion_mnist' .*not prepared in data_dir="),
 }
 INCOMPATIBLE = "checkpoint_of_another_population_size"
+CORRUPT = "every_checkpoint_corrupt"
+DRIFT = "config_drift"
+DEAD = "dead_population"
 
 
 def _run(command, env, output):
@@ -92,17 +97,47 @@ def _bad_row(name, seed_dir, tmp, env):
   return status, err, before, _snapshot(log_dir)
 
 
-def _incompatible_row(tmp, env):
-  """Trains a population of 2 with the app, then reruns it asking for 4."""
-  log_dir = tmp / "run"
+def _trained(tmp, env):
+  """A run dir of 3 steps of the tiny config, trained by the app (checkpoints
+  at steps 0 and 3, 2 metrics records, operative_config.gin)."""
+  log_dir = tmp / "trained"
   status, err = _run(apprun.app_command(str(log_dir), "--max_outer_steps=3"),
                      env, tmp / "app_trained")
   assert status == 0, err[-3000:]
+  return log_dir
+
+
+def _rerun_row(trained, tmp, env, damage, bindings=()):
+  """Reruns a copy of the trained dir, after `damage(log_dir)`, with
+  `bindings`."""
+  log_dir = tmp / "run"
+  shutil.copytree(trained, log_dir)
+  damage(log_dir)
   before = _snapshot(log_dir)
-  status, err = _run(apprun.app_command(
-      str(log_dir), bindings=["PopulationTrainer.population_size = 4"]), env,
-      tmp / "app")
+  status, err = _run(apprun.app_command(str(log_dir), bindings=bindings), env,
+                     tmp / "app")
   return status, err, before, _snapshot(log_dir)
+
+
+def _garbage_checkpoints(log_dir):
+  """What a bad disk or a partial copy leaves: 7 bytes in every checkpoint."""
+  for path in (log_dir / "checkpoints").iterdir():
+    path.write_bytes(b"garbage")
+
+
+def _dead_row(tmp, env):
+  """A learned optimizer that blows up from initialization, in a fresh dir;
+  then the fixed config, which must start cleanly."""
+  log_dir = tmp / "run"
+  status, err = _run(apprun.app_command(
+      str(log_dir), bindings=["MLPLOpt.step_mult = 1e30"]), env, tmp / "app")
+  after = _snapshot(log_dir)
+  fixed_status, fixed_err = _run(
+      apprun.app_command(str(log_dir), "--max_outer_steps=0"), env,
+      tmp / "app_fixed")
+  assert fixed_status == 0, fixed_err[-3000:]
+  steps = [r["step"] for r in checkpoint.read(str(log_dir / "metrics.jsonl"))]
+  return status, err, {}, after, steps
 
 
 @pytest.fixture(scope="module")
@@ -114,19 +149,34 @@ def results(tmp_path_factory):
   seed_dir = tmp_path_factory.mktemp("seed")
   train.train(apprun.gin_trainer(), str(seed_dir), max_outer_steps=0)
   env = apprun.app_env(tmp_path_factory)
-  with concurrent.futures.ThreadPoolExecutor(len(ROWS) + 1) as pool:
+  with concurrent.futures.ThreadPoolExecutor(len(ROWS) + 4) as pool:
     futures = {name: pool.submit(_bad_row, name, seed_dir,
                                  tmp_path_factory.mktemp(name), env)
                for name in ROWS}
-    futures[INCOMPATIBLE] = pool.submit(
-        _incompatible_row, tmp_path_factory.mktemp(INCOMPATIBLE), env)
+    futures[DEAD] = pool.submit(_dead_row, tmp_path_factory.mktemp(DEAD), env)
+    trained = _trained(tmp_path_factory.mktemp("trained"), env)
+    reruns = {
+        INCOMPATIBLE: (lambda d: None,
+                       ["PopulationTrainer.population_size = 4"]),
+        CORRUPT: (_garbage_checkpoints, []),
+        DRIFT: (lambda d: None, ["PopulationTrainer.seed = 7",
+                                 "PBTConfig.exploit_fraction = 0.25"]),
+    }
+    for name, (damage, bindings) in reruns.items():
+      futures[name] = pool.submit(_rerun_row, trained,
+                                  tmp_path_factory.mktemp(name), env, damage,
+                                  bindings)
     return {name: f.result() for name, f in futures.items()}
 
 
 def _assert_one_error_line(status, err, pattern):
-  line = apprun.last_line(err)
-  assert status != 0, err[-3000:]
-  assert line.startswith("error: ") and re.search(pattern, line), err[-3000:]
+  """Exit status 2, exactly one `error:` line, last, matching `pattern`, and
+  no traceback anywhere."""
+  errors = [x for x in err.splitlines() if x.startswith("error:")]
+  assert status == 2, err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+  assert len(errors) == 1 and errors[0] == apprun.last_line(err), err[-3000:]
+  assert re.search(pattern, errors[0]), err[-3000:]
 
 
 @pytest.mark.parametrize("name", list(ROWS))
@@ -145,3 +195,79 @@ def test_checkpoint_of_another_config_is_refused_and_kept(results):
   assert {p: after[p] for p in before} == before
   assert not [p for p in after.keys() - before.keys()
               if not p.startswith("events.out.tfevents.")]
+  assert after == before  # not even an events file: nothing was written
+
+
+def test_history_without_a_restorable_checkpoint_is_refused_and_kept(results):
+  status, err, before, after = results[CORRUPT]
+  _assert_one_error_line(
+      status, err, r"holds checkpoint\(s\) .*ckpt_000000000.ckpt, "
+      r".*ckpt_000000003.ckpt, none of which restores .* and 2 metrics "
+      r"record\(s\) .*nothing was changed.*--restart")
+  assert len(before) == 5  # 2 checkpoints, metrics, config, events
+  assert after == before
+
+
+def test_config_drift_on_resume_is_refused_and_kept(results):
+  status, err, before, after = results[DRIFT]
+  _assert_one_error_line(
+      status, err, r"another gin config .*\(operative_config.gin\): "
+      r"PBTConfig.exploit_fraction: 0.5 -> 0.25; PopulationTrainer.seed: "
+      r"0 -> 7; nothing was changed.*--allow_config_change")
+  assert after == before
+
+
+def test_dead_population_stops_and_a_fixed_config_starts_cleanly(results):
+  status, err, _, after, fixed_steps = results[DEAD]
+  _assert_one_error_line(
+      status, err, r"every member is non-finite at the first evaluation "
+      r"\(step 0.*evaluation meta-loss in 2 of 2 members \(learned "
+      r"optimizer MLPLOpt, self-update scales 0.01..0.01\).*holds no "
+      r"checkpoint")
+  assert list(after) == ["operative_config.gin"]  # nothing else written
+  assert fixed_steps == [0]
+
+
+# ---- which exceptions are the user's: config.user_errors_exit, in-process -----
+
+
+@pytest.mark.parametrize("error", [
+    ValueError("PBTConfig.interval must be >= 1, got 0"),
+    FileNotFoundError("gin config x.gin does not exist"),
+    PermissionError("--train_log_dir=/x is not writable"),
+    SyntaxError("Unable to parse value."),
+    RuntimeError("Required bindings for `PopulationTrainer` not provided in "
+                 "config: ['task_mixture']\n  In call to configurable"),
+    checkpoint.IncompatibleCheckpointError("ckpt: checkpoint leaf a != b"),
+])
+def test_user_errors_are_one_line_and_exit_2(capsys, error):
+  with pytest.raises(SystemExit) as exit_info:
+    with config.user_errors_exit():
+      raise error
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err == f"error: {str(error).splitlines()[0]}\n"
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("Attempted to add a new configurable after the config was "
+                 "locked."),
+    TypeError("unsupported operand"), KeyError("k"), ZeroDivisionError()])
+def test_other_exceptions_keep_their_traceback(capsys, error):
+  with pytest.raises(type(error)):
+    with config.user_errors_exit():
+      raise error
+  assert capsys.readouterr().err == ""
+
+
+def test_a_missing_required_binding_is_a_user_error():
+  @gin.configurable("needs_a_value")
+  def needs_a_value(value=gin.REQUIRED):
+    return value
+
+  try:
+    gin.clear_config()
+    with pytest.raises(RuntimeError) as raised:
+      needs_a_value()
+    assert config.is_user_error(raised.value)
+  finally:
+    gin.clear_config()

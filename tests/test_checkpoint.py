@@ -287,8 +287,9 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow  # A fresh interpreter re-imports TF and JAX: ~10-15 s.
 def test_sharded_arrays_on_fake_cpu_devices(tmp_path):
+  """In CI: a fresh interpreter importing only JAX and the checkpoint module
+  (not TensorFlow), so it costs a JAX import."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, str(tmp_path)],
                           capture_output=True, text=True, timeout=120, env=env,

@@ -102,7 +102,7 @@ def test_lineage_records_who_copied_whom_and_why():
     {"exploit_fraction": 1.0}, {"exploit_fraction": -0.1}, {"interval": 0},
     {"explore_factors": ()}, {"weight_noise_std": -1.0},
     {"step_scale_range": (1.0, 1.0)}, {"step_scale_range": (-1.0, 2.0)},
-    {"initial_step_scale_spread": 0.5}])
+    {"initial_step_scale_spread": 0.5}, {"max_restores_in_a_row": 0}])
 def test_bad_config_is_rejected(kwargs):
   with pytest.raises(ValueError, match="PBTConfig"):
     pbt.PBTConfig(**kwargs)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lopt_selftrain import checkpoint, config, train
+from lopt_selftrain import checkpoint, config, rounds, run_dir, train
 
 INTERVAL = 3  # PBTConfig.interval = RunConfig.checkpoint_interval, tiny config
 STEPS = 150  # a few seconds of training per process once compiled
@@ -64,7 +64,7 @@ def _steps(log_dir):
 def _final(log_dir, trainer):
   """(step, tree, metadata) of the newest checkpoint of `log_dir`."""
   return checkpoint.restore_latest(str(log_dir / "checkpoints"),
-                                   train.checkpoint_target(trainer.init()))
+                                   rounds.checkpoint_target(trainer.init()))
 
 
 def _assert_bitwise_equal(a, b):
@@ -182,12 +182,14 @@ def _poison_rows(tree, members, value, when=True):
   return jax.tree_util.tree_map(poison, tree)
 
 
-def _inject_into_weights(trainer, monkeypatch, members, value):
-  """Members' weights become `value` just before step POISON_STEP."""
+def _inject_into_weights(trainer, monkeypatch, members, value, every=False):
+  """Members' weights become `value` just before step POISON_STEP (`every`:
+  and before every later step)."""
   real_step = trainer.step
 
   def step(state, step=None):
-    if int(state.step) == POISON_STEP:
+    now = int(state.step)
+    if now == POISON_STEP or (every and now > POISON_STEP):
       outer = state.outer_opt_state
       state = state.replace(outer_opt_state=outer.with_theta(
           _poison_rows(trainer.thetas(state), members, value)))
@@ -260,3 +262,163 @@ def test_nonfinite_members_are_replaced_and_logged(
   assert scalars["pbt/restore", 6] == int(everyone)
   assert scalars["pbt/nonfinite", 6] == (0 if everyone else len(members))
   assert scalars["pbt/nonfinite", 3] == scalars["pbt/restore", 9] == 0
+
+  # Checkpoints 3, 6, 9: the population after round 6 is, bit for bit, the
+  # last good population saved at step 3 (weights, self-update scales and the
+  # learned optimizer's state); only its step (and fresh unrolls) differ.
+  ckpt_dir = str(tmp_path / "checkpoints")
+  target = rounds.checkpoint_target(small_trainer.init())
+  at_3, _ = checkpoint.restore(ckpt_dir, 3, target)
+  at_6, meta = checkpoint.restore(ckpt_dir, 6, target)
+  if everyone:
+    _assert_bitwise_equal(at_6["population"].outer_opt_state,
+                          at_3["population"].outer_opt_state)
+    _assert_bitwise_equal(at_6["last_good"], at_3["last_good"])
+    assert int(at_6["population"].step) == 6
+    assert int(at_6["last_good"].step) == 3
+  else:
+    assert int(at_6["last_good"].step) == 6
+  assert meta["restores"] == int(everyone)
+
+
+@pytest.fixture(scope="module")
+def impatient_trainer():
+  """`small_trainer` that stops at the second all-diverged round in a row."""
+  return apprun.gin_trainer(
+      "PopulationTrainer.population_size = 3",
+      "PBTConfig.exploit_fraction = 0.0",
+      "PBTConfig.max_restores_in_a_row = 2",
+      f"PopulationTrainer.num_outer_steps = {NONFINITE_STEPS}")
+
+
+def test_population_that_keeps_diverging_stops_and_keeps_what_it_wrote(
+    tmp_path, monkeypatch, impatient_trainer):
+  _inject_into_weights(impatient_trainer, monkeypatch, (0, 1, 2), math.inf,
+                       every=True)
+  with pytest.raises(rounds.DeadPopulationError) as raised:
+    train.train(impatient_trainer, str(tmp_path),
+                run_config=config.RunConfig(checkpoint_interval=INTERVAL))
+  message = str(raised.value)
+  assert "\n" not in message
+  assert message.startswith(
+      "every member diverged 2 PBT round(s) in a row (the last at step 9; "
+      "the last good population is of step 3): non-finite weights in 3 of 3 "
+      "members (learned optimizer MLPLOpt, self-update scales 0.01..0.01)")
+  assert message.endswith(
+      f"{tmp_path} keeps the checkpoints and metrics up to step 6: fix the "
+      "config and rerun with --allow_config_change to resume from there "
+      "(recorded), or --restart to start over")
+  # Round 9 wrote nothing; what rounds 0-6 wrote is intact and restores.
+  assert _steps(tmp_path) == [0, 3, 6]
+  ckpt_dir = str(tmp_path / "checkpoints")
+  assert checkpoint.list_steps(ckpt_dir) == [0, 3, 6]
+  step, _, meta = _final(tmp_path, impatient_trainer)
+  assert (step, meta["restores"], meta["restores_in_a_row"]) == (6, 1, 1)
+
+
+# ---- the run dir: refused history loss and config drift, in-process ----------
+
+CONFIG = """
+# Parameters for PBTConfig:
+PBTConfig.exploit_fraction = 0.5
+PBTConfig.explore_factors = (0.8, 1.25)
+PopulationTrainer.num_outer_steps = 12
+PopulationTrainer.task_mixture = %MIX
+MIX = @TaskMixture()
+TaskMixture.families = \\
+    [@a/FixedDimQuadraticFamily(), @b/FixedDimQuadraticFamily()]
+"""
+
+
+def test_config_comparison_reads_bindings_not_text():
+  same = CONFIG.replace("(0.8, 1.25)", "(0.8,  1.25)").replace(
+      "# Parameters for PBTConfig:", "").replace(
+          "\\\n    [", "[")
+  assert same != CONFIG and config.changed_bindings(CONFIG, same) == {}
+  other = CONFIG.replace("@b/", "@c/").replace("0.5", "0.25") + "X.y = 1\n"
+  changes = config.changed_bindings(CONFIG, other)
+  assert changes == {
+      "PBTConfig.exploit_fraction": ("0.5", "0.25"),
+      "TaskMixture.families": (
+          "[@a/FixedDimQuadraticFamily(), @b/FixedDimQuadraticFamily()]",
+          "[@a/FixedDimQuadraticFamily(), @c/FixedDimQuadraticFamily()]"),
+      "X.y": (None, "1")}
+  assert config.describe_changes(changes).endswith("X.y: (unset) -> 1")
+
+
+def _saved_run(tmp_path, steps=(3,)):
+  """A run dir as a run of CONFIG leaves it (checkpoints of a tiny tree)."""
+  log_dir = tmp_path / "run"
+  for step in steps:
+    checkpoint.save(str(log_dir / "checkpoints"), step, {"x": np.zeros(2)},
+                    {"step": step})
+  checkpoint.JsonlLog(str(log_dir / "metrics.jsonl")).append({"step": 0})
+  (log_dir / "operative_config.gin").write_text(CONFIG)
+  return log_dir
+
+
+def _snapshot(directory):
+  return {str(p.relative_to(directory)): p.read_bytes()
+          for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_resume_accepts_a_longer_run_and_records_the_change(tmp_path):
+  log_dir = _saved_run(tmp_path)
+  target = {"x": np.ones(2)}
+  assert run_dir.start(str(log_dir), target, CONFIG).config_change is None
+  longer = CONFIG.replace("= 12", "= 20")
+  begin = run_dir.start(str(log_dir), target, longer)
+  assert begin.restored[0] == 3
+  assert begin.config_change == {
+      "resumed_at": 3, "file": "operative_config.resumed_at_000000003.gin",
+      "bindings": {"PopulationTrainer.num_outer_steps": ["12", "20"]}}
+  assert (log_dir / "operative_config.gin").read_text() == CONFIG
+  assert (log_dir / begin.config_change["file"]).read_text() == longer
+  # The next rerun compares with the accepted change, not the original.
+  assert run_dir.start(str(log_dir), target, longer).config_change is None
+  before = _snapshot(log_dir)
+  with pytest.raises(config.RunDirError, match=r"num_outer_steps: 20 -> 15"):
+    run_dir.start(str(log_dir), target, CONFIG.replace("= 12", "= 15"))
+  assert _snapshot(log_dir) == before
+
+
+def test_resume_under_another_config_only_when_allowed(tmp_path):
+  log_dir = _saved_run(tmp_path)
+  other = CONFIG.replace("0.5", "0.25")
+  before = _snapshot(log_dir)
+  with pytest.raises(config.RunDirError, match=(
+      r"another gin config than this one \(operative_config.gin\): "
+      r"PBTConfig.exploit_fraction: 0.5 -> 0.25; nothing was changed")):
+    run_dir.start(str(log_dir), {"x": np.ones(2)}, other)
+  assert _snapshot(log_dir) == before
+  begin = run_dir.start(str(log_dir), {"x": np.ones(2)}, other,
+                        allow_config_change=True)
+  assert begin.config_change["bindings"] == {
+      "PBTConfig.exploit_fraction": ["0.5", "0.25"]}
+
+
+@pytest.mark.parametrize("history", ["checkpoints", "metrics", "both"])
+def test_history_that_does_not_restore_is_refused_then_moved_aside(
+    tmp_path, history):
+  log_dir = _saved_run(tmp_path, steps=(3, 6))
+  if history == "metrics":
+    shutil.rmtree(log_dir / "checkpoints")
+  else:
+    for path in (log_dir / "checkpoints").iterdir():
+      path.write_bytes(b"garbage")
+  if history == "checkpoints":
+    (log_dir / "metrics.jsonl").unlink()
+  before = _snapshot(log_dir)
+  with pytest.raises(config.RunDirError, match="nothing was changed") as err:
+    run_dir.start(str(log_dir), {"x": np.ones(2)}, CONFIG)
+  assert ("ckpt_000000006.ckpt" in str(err.value)) == (history != "metrics")
+  assert ("metrics record" in str(err.value)) == (history != "checkpoints")
+  assert _snapshot(log_dir) == before
+
+  begin = run_dir.start(str(log_dir), {"x": np.ones(2)}, CONFIG, restart=True)
+  assert begin.restored is None
+  (moved,) = (log_dir / run_dir.PREVIOUS_RUNS).iterdir()
+  assert _snapshot(moved) == before  # moved, not deleted
+  assert sorted(_snapshot(log_dir)) == sorted(
+      ["operative_config.gin"] + [f"{run_dir.PREVIOUS_RUNS}/{moved.name}/{p}"
+                                  for p in before])

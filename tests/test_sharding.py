@@ -1,5 +1,6 @@
 """Population sharded over 8 fake CPU devices and over 2 processes (JAX's
-distributed runtime on 127.0.0.1) gives the single-device result."""
+distributed runtime on 127.0.0.1) gives the single-device result, and the
+2-process run's checkpoint (gathered across processes) restores it."""
 
 import json
 import os
@@ -7,13 +8,21 @@ import socket
 import subprocess
 import sys
 
+import apprun
+import jax
 import numpy as np
+
+from lopt_selftrain import checkpoint, rounds
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "sharding_worker.py")
 # Sharding changes XLA's blocking of the per-member math, not the math: the
 # populations agree to float32 round-off (observed max |diff| ~1e-8).
 ATOL = 1e-6
+# tests/sharding_worker.py's bindings on the tiny config.
+WORKER_BINDINGS = ("PopulationTrainer.population_size = 8",
+                   "PopulationTrainer.num_outer_steps = 6",
+                   "PBTConfig.exploit_fraction = 0.25")
 
 
 def _free_port() -> int:
@@ -69,3 +78,15 @@ def test_sharded_and_multiprocess_runs_match_single_device(tmp_path):
     records = [json.loads(line) for line in f]
   assert [r["step"] for r in records] == [0, 3, 6]  # written once (process 0)
   assert {(r["num_devices"], r["num_processes"]) for r in records} == {(8, 2)}
+
+  # Each process held half of the population; the checkpoint holds all of it.
+  trainer = apprun.gin_trainer(*WORKER_BINDINGS)
+  step, tree, _ = checkpoint.restore_latest(
+      str(tmp_path / "log_multi" / "checkpoints"),
+      rounds.checkpoint_target(trainer.init()))
+  assert step == 6
+  restored = jax.tree_util.tree_leaves(trainer.thetas(tree["population"]))
+  for i, leaf in enumerate(restored):
+    np.testing.assert_array_equal(np.asarray(leaf), views[0][0][f"leaf{i}"])
+  np.testing.assert_array_equal(tree["population"].meta_loss,
+                                views[0][0]["meta_loss"])
