@@ -317,7 +317,8 @@ def test_conditioned_quadratic_samples_condition_numbers():
   assert kappa.min() >= 1.0 and kappa.max() <= 1000.0 * 1.001
   assert kappa.max() / kappa.min() > 5  # the condition number varies per task
   task = family.task_fn(jax.tree_util.tree_map(lambda x: x[0], cfgs))
-  assert 0.1 < task.loss(task.init(jax.random.PRNGKey(1)), None, ()) < 10
+  key = jax.random.PRNGKey(1)
+  assert 0.1 < task.loss(task.init(key), key, ()) < 10
   with pytest.raises(ValueError, match="condition"):
     tasks.ConditionedQuadraticFamily(10, (0.5, 10.0))
 
@@ -358,7 +359,8 @@ def test_no_mixture_config_reaches_digits(path, data_dir, clean_gin,
                         f"TFDS_DIR = '{tmp_path}'"])
   if "TaskMixture.families" not in gin.config_str():
     pytest.skip("builds no TaskMixture")
-  with tfds.testing.mock_data(num_examples=256):
+  # 1500 mock examples: every validation split fills a batch of 128.
+  with tfds.testing.mock_data(num_examples=1500):
     mixture = tasks.TaskMixture()
   for family in mixture.families:
     assert "digits" not in _datasets_names(family)

@@ -33,10 +33,12 @@ class _ConditionedQuadraticTask(base.Task):
   def loss(self, params: jax.Array, key: jax.Array, batch: Any) -> jax.Array:
     del batch  # data-free
     h, c = self._cfg["curvature"], self._cfg["center"]
-    # Noise enters the gradient only: its value here is zero.
-    noise = self._noise_std * jax.random.normal(key, (self._dim,)) * params
-    noise = jnp.sum(noise - jax.lax.stop_gradient(noise))
-    return 0.5 * jnp.mean(h * jnp.square(params - c)) / jnp.mean(h) + noise
+    loss = 0.5 * jnp.mean(h * jnp.square(params - c)) / jnp.mean(h)
+    # Gradient noise proportional to each coordinate's gradient g_i: the term
+    # below has value 0 and gradient noise_std * z_i * g_i.
+    g = jax.lax.stop_gradient(h * (params - c) / (self._dim * jnp.mean(h)))
+    noise = self._noise_std * jax.random.normal(key, (self._dim,)) * g * params
+    return loss + jnp.sum(noise - jax.lax.stop_gradient(noise))
 
   def normalizer(self, loss: jax.Array) -> jax.Array:
     return jnp.clip(jnp.nan_to_num(loss, nan=10.0, posinf=10.0), 0, 10.0)
