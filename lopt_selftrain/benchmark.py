@@ -21,14 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax  # noqa: I001
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from learned_optimization.optimizers import base as opt_base
 from learned_optimization.outer_trainers import gradient_learner
 
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
-from lopt_selftrain import config, pbt, sharding
+from lopt_selftrain import config, pbt, population, sharding
 from lopt_selftrain.population import PopulationState, PopulationTrainer
 from lopt_selftrain.tasks import TaskMixture
 
@@ -50,15 +49,6 @@ def _timed(fn, state, steps: int) -> tuple[Any, float]:
 
 def _block(state: Any) -> Any:
   return jax.block_until_ready(jax.tree_util.tree_leaves(state))
-
-
-def strong_types(tree: Any) -> Any:
-  """`tree` without weak types. lo's initial unroll states hold weakly typed
-  int32 leaves (rolling-feature step counts, truncation lengths) that a step
-  returns strongly typed, so the second step would compile again."""
-  return jax.tree_util.tree_map(
-      lambda x: jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x,
-      tree)
 
 
 def timed_steps(step: Callable[[Any, int], Any], state: Any, steps: int,
@@ -132,16 +122,16 @@ def time_lo_learners(learner: gradient_learner.SingleMachineGradientLearner,
     return [learner.update(s, jax.random.fold_in(k, i))[0]
             for s, k in zip(states, keys)]
 
-  return timed_steps(step, [strong_types(learner.init(k)) for k in keys],
-                     steps, max_seconds)[1]
+  states = [population.strong_types(learner.init(k)) for k in keys]
+  return timed_steps(step, states, steps, max_seconds)[1]
 
 
 def time_population(trainer: PopulationTrainer, steps: int,
                     max_seconds: float = float("inf")
                     ) -> tuple[PopulationState, dict[str, Any]]:
   """Step timing of a population; (final state, timing)."""
-  return timed_steps(lambda s, i: trainer.step(s, i)[0],
-                     strong_types(trainer.init()), steps, max_seconds)
+  return timed_steps(lambda s, i: trainer.step(s, i)[0], trainer.init(), steps,
+                     max_seconds)
 
 
 def population_vs_sequential(trainer: PopulationTrainer, family_index: int = 0,

@@ -33,13 +33,16 @@ from typing import Any
 
 from absl import app, flags
 
-from lopt_selftrain import budget, config, gpu_report
+# The runner process only waits for the phases: it imports nothing that could
+# touch the accelerator (config and the trainers are imported by the phases).
+from lopt_selftrain import budget, gpu_report
 
 FLAGS = flags.FLAGS
 PHASES = (("throughput", 0.3), ("compare", 0.55), ("heldout", 0.15))
 TINY_BINDING = "include 'gin_configs/gpu/tiny_cpu.gin'"
 SELFTRAIN_ARM = "selftrain_pbt"
-RUNNER = os.path.join(config.REPO_ROOT, "launch", "no_tensorflow.py")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = os.path.join(REPO_ROOT, "launch", "no_tensorflow.py")
 
 
 def define_flags() -> None:
@@ -89,6 +92,7 @@ def settings() -> dict[str, Any]:
 
 
 def _build(s: dict[str, Any], bindings: Sequence[str] = ()):
+  from lopt_selftrain import config  # noqa: PLC0415
   from lopt_selftrain.population import PopulationTrainer  # noqa: PLC0415
   config.parse([s["gin_config"]], list(s["bindings"]) + list(bindings))
   return PopulationTrainer()
@@ -131,7 +135,7 @@ def compare_arms(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]
   would pass the deadline (less the time kept for compare's report)."""
   import gin  # noqa: PLC0415
 
-  from lopt_selftrain import compare, train  # noqa: PLC0415
+  from lopt_selftrain import compare, config, train  # noqa: PLC0415
   report = _reporter(out_dir, "compare")
   arms_dir = os.path.join(out_dir, "compare", "arms")
   arms = {}
@@ -181,7 +185,7 @@ def compare_arms(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]
 
 def suite_available() -> bool:
   """Whether `lopt_selftrain.evaluate` has the held-out suite (--suite)."""
-  path = os.path.join(config.REPO_ROOT, "lopt_selftrain", "evaluate.py")
+  path = os.path.join(REPO_ROOT, "lopt_selftrain", "evaluate.py")
   with open(path) as f:
     return re.search(r"DEFINE_\w+\(\s*[\"']suite[\"']", f.read()) is not None
 
@@ -248,10 +252,12 @@ PHASE_FUNCTIONS = {"throughput": throughput, "compare": compare_arms,
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.out_dir:
-    config.exit_with_error(ValueError("--out_dir is required"))
-  if FLAGS.seconds <= 0:
-    config.exit_with_error(ValueError(f"--seconds must be > 0, got {FLAGS.seconds}"))
+  problem = ("--out_dir is required" if not FLAGS.out_dir else
+             f"--seconds must be > 0, got {FLAGS.seconds}"
+             if FLAGS.seconds <= 0 else None)
+  if problem:
+    from lopt_selftrain import config  # noqa: PLC0415
+    config.exit_with_error(ValueError(problem))
   if FLAGS.phase is None:
     orchestrate(FLAGS.out_dir, FLAGS.seconds)
     return

@@ -125,6 +125,15 @@ class PopulationState:
 FAULTS = ("meta-loss of the gradient estimate", "meta-gradient", "weights")
 
 
+def strong_types(tree: Any) -> Any:
+  """`tree` without weak types. lo's initial states hold weakly typed int32
+  leaves (rolling-feature step counts, truncation lengths) that a step returns
+  strongly typed: left weak, the jitted step compiles twice."""
+  return jax.tree_util.tree_map(
+      lambda x: jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x,
+      tree)
+
+
 def _all_finite(tree: Any) -> jax.Array:
   """[N] True where every leaf of member i is finite."""
   leaves = jax.tree_util.tree_leaves(tree)
@@ -228,10 +237,10 @@ class PopulationTrainer:
     n = self.population_size
     weights = jax.vmap(compat.worker_weights, in_axes=(0, None))(
         self.thetas(state), state.step)
-    return state.replace(estimator_states=tuple(
+    return strong_types(state.replace(estimator_states=tuple(
         jax.vmap(e.init_worker_state)(weights, jax.random.split(k, n))
         for e, k in zip(self.estimators,
-                        jax.random.split(key, len(self.estimators)))))
+                        jax.random.split(key, len(self.estimators))))))
 
   @functools.partial(jax.jit, static_argnums=0)
   def thetas(self, state: PopulationState) -> Any:
@@ -309,10 +318,11 @@ class PopulationTrainer:
   def _apply_update(self, outer_state, grads, losses, teacher_index, fault):
     """jit(vmap(outer update)) for the whole population, plus fault codes."""
     new_state = self.outer.update(outer_state, grads, losses, teacher_index)
-    new_fault = jnp.select(
-        [~jnp.isfinite(losses), ~_all_finite(grads),
-         ~_all_finite(jax.vmap(self.outer_opt.get_params)(new_state))],
-        [1, 2, 3], 0).astype(fault.dtype)
+    weights_ok = [_all_finite(jax.vmap(self.outer_opt.get_params)(s))
+                  for s in (outer_state, new_state)]
+    new_fault = jnp.select(  # the first non-finite value, in computing order
+        [~weights_ok[0], ~jnp.isfinite(losses), ~_all_finite(grads),
+         ~weights_ok[1]], [3, 1, 2, 3], 0).astype(fault.dtype)
     return new_state, jnp.where(fault == 0, new_fault, fault)
 
   # ---- outer loop: evaluation and PBT ---------------------------------------

@@ -2,7 +2,7 @@
 and the device's limits.
 
 For each population size P (until the device's memory runs out or the
-deadline comes) on one family of the config's mixture:
+deadline comes) on one family of the config's mixture, population rows first:
   population     one vmapped, jitted step of P members (the config's outer
                  update: self-update for self-training);
   fused_lo       ONE lo `SingleMachineGradientLearner` with P x num_tasks inner
@@ -53,7 +53,7 @@ def step_cost(trainer: PopulationTrainer, state: PopulationState,
     return dict(reported, reported=reported, corrected=False)
   shorter = max(d for d in range(1, chunk) if length % d == 0)
   variant = benchmark.one_family(trainer, 0, steps_per_jit=shorter)
-  variant_state = variant.step(benchmark.strong_types(variant.init()), 0)[0]
+  variant_state = variant.step(variant.init(), 0)[0]
   other = roofline.cost(compiled_step(variant, variant_state))
   k, k_other = length // chunk, length // shorter
   corrected = {key: reported[key] + (length - k) * (other[key] - reported[key])
@@ -153,29 +153,31 @@ def population_scaling(trainer: PopulationTrainer, populations: Sequence[int],
   report(result)
   last: dict[str, dict[str, Any]] = {}
   failed: set[str] = set()
-  for size in populations:
-    sides = ["population", "fused_lo"] + (
-        ["sequential_lo"] if size == populations[0] else [])
-    for side in sides:
-      row: dict[str, Any] = {"population_size": size, "side": side,
-                             "status": "running"}
-      result["rows"].append(row)
-      if side in failed:
-        row["status"] = "skipped: out of memory at a smaller size"
-      elif not deadline.allows(_predicted_seconds(last.get(side), size, steps,
-                                                  max_seconds)):
-        row["status"] = "skipped: budget"
-      else:
-        report(result)  # a kill now leaves this row marked running
-        try:
-          row.update(getattr(scaling, side)(size), status="ok")
-          last[side] = row
-        except Exception as e:  # noqa: BLE001  -- recorded, the run goes on
-          if is_out_of_memory(e):
-            failed.add(side)
-          row.update(status="out of memory" if is_out_of_memory(e) else "error",
-                     error=_first_line(e))
-        gc.collect()
-        row["memory"] = roofline.memory_stats()
-      report(result)
+  # The population at every size first (the scaling and roofline targets),
+  # then lo's learners.
+  plan = ([(p, "population") for p in populations]
+          + [(populations[0], "fused_lo"), (populations[0], "sequential_lo")]
+          + [(p, "fused_lo") for p in populations[1:]])
+  for size, side in plan:
+    row: dict[str, Any] = {"population_size": size, "side": side,
+                           "status": "running"}
+    result["rows"].append(row)
+    if side in failed:
+      row["status"] = "skipped: out of memory at a smaller size"
+    elif not deadline.allows(_predicted_seconds(last.get(side), size, steps,
+                                                max_seconds)):
+      row["status"] = "skipped: budget"
+    else:
+      report(result)  # a kill now leaves this row marked running
+      try:
+        row.update(getattr(scaling, side)(size), status="ok")
+        last[side] = row
+      except Exception as e:  # noqa: BLE001  -- recorded, the run goes on
+        if is_out_of_memory(e):
+          failed.add(side)
+        row.update(status="out of memory" if is_out_of_memory(e) else "error",
+                   error=_first_line(e))
+      gc.collect()
+      row["memory"] = roofline.memory_stats()
+    report(result)
   return result
