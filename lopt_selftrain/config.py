@@ -100,9 +100,11 @@ def check_writable(log_dir: str) -> None:
         f"--train_log_dir={log_dir} is not writable ({_first_line(e)})") from e
 
 
-def write_operative_config(log_dir: str, text: str,
+def write_operative_config(log_dir: str, text: str | None = None,
                            name: str = OPERATIVE_CONFIG) -> None:
-  """Saves a gin config the run used (`text`), next to its outputs."""
+  """Saves a gin config the run used (`text`; default: gin's operative config
+  now), next to its outputs."""
+  text = gin.operative_config_str() if text is None else text
   files.write_atomic(f"{log_dir.rstrip('/')}/{name}", text.encode())
 
 
