@@ -429,3 +429,22 @@ def plot(all_curves: dict[str, dict[str, np.ndarray]],
   fig.savefig(buf, format="png", dpi=110)
   plt.close(fig)
   return buf.getvalue()
+
+
+def comparison_markdown(runs: dict[str, Sequence[dict[str, Any]]]) -> str:
+  """Ratio to tuned Adam per task for several optimizers, and their medians.
+
+  Args:
+    runs: {optimizer label: its heldout.json records}, same tasks each.
+  """
+  labels = list(runs)
+  tasks = [r["task"] for r in next(iter(runs.values()))]
+  by_task = {k: {r["task"]: r for r in v} for k, v in runs.items()}
+  lines = ["| task | " + " | ".join(labels) + " |",
+           "| --- |" + " ---: |" * len(labels)]
+  for task in tasks:
+    lines.append(f"| {task} | " + " | ".join(
+        f"{by_task[k][task]['ratio']:.3g}" for k in labels) + " |")
+  lines.append("| **median** | " + " | ".join(
+      f"**{summary(runs[k])['median_ratio']:.3g}**" for k in labels) + " |")
+  return "\n".join(lines) + "\n"

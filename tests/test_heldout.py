@@ -94,3 +94,14 @@ def test_summary_counts_targets():
   s = heldout.summary(records)
   assert (s["at_most_1x"], s["at_most_2x"], s["diverged"]) == (1, 2, 1)
   assert s["median_ratio"] == 1.5 and s["max_ratio"] == math.inf
+
+
+def test_comparison_markdown_has_medians():
+  def recs(*ratios):
+    return [{"task": f"t{i}", "ratio": r, "learned_diverged": False}
+            for i, r in enumerate(ratios)]
+
+  text = heldout.comparison_markdown({"self": recs(1.0, 3.0, 2.0),
+                                      "adam_outer": recs(4.0, 5.0, 6.0)})
+  assert "| t1 | 3 | 5 |" in text
+  assert text.splitlines()[-1] == "| **median** | **2** | **5** |"
