@@ -59,6 +59,7 @@ from lopt_selftrain import (
   self_update,
 )
 from lopt_selftrain.population import PopulationTrainer
+from lopt_selftrain.run_dir import saved_config
 
 _ENVELOPE = files.Envelope(b"LOPTEX01", "an exported learned optimizer")
 
@@ -304,8 +305,9 @@ def export_run(run_dir: str, out: str, member: int | None = None
                ) -> dict[str, Any]:
   """Exports one member of the latest checkpoint of a training run.
 
-  Rebuilds the run's trainer from its operative_config.gin, which replaces the
-  global gin config of this process.
+  Rebuilds the run's trainer from its operative_config.gin (or the config it
+  was resumed under, see `run_dir`), which replaces the global gin config of
+  this process.
 
   Args:
     run_dir: the run's --train_log_dir.
@@ -323,8 +325,11 @@ def export_run(run_dir: str, out: str, member: int | None = None
     raise ExportError(f"{run_dir} has no {config.OPERATIVE_CONFIG}; is it a "
                       "--train_log_dir of lopt_selftrain.train?")
   ckpt_dir = f"{run_dir}/checkpoints"
-  if not checkpoint.list_steps(ckpt_dir):  # Fail before the costly rebuild.
+  steps = checkpoint.list_steps(ckpt_dir)
+  if not steps:  # Fail before the costly rebuild.
     raise ExportError(f"{ckpt_dir} holds no checkpoint")
+  # A run resumed under a changed config saved that config in another file.
+  gin_path = f"{run_dir}/{saved_config(run_dir, steps[-1])[0]}"
   gin.clear_config()
   config.parse([gin_path], [])
   trainer = PopulationTrainer()
