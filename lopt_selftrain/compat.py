@@ -145,7 +145,11 @@ def make_gradient_estimator(
     num_tasks: inner problems unrolled in parallel per estimate.
     random_initial_iteration_offset: desynchronises inner problems at init.
     **estimator_kwargs: the estimator's own settings (trunc_length, std,
-      steps_per_jit, ...), passed through unchanged.
+      steps_per_jit, ...), passed through unchanged, except that full_es
+      unrolls its schedule's whole length in one jitted chunk.
+
+  Raises:
+    ValueError: unknown kind, or full_es on lo HEAD (see below).
 
   Returns:
     An lo `GradientEstimator` with `init_worker_state` and
@@ -159,20 +163,27 @@ def make_gradient_estimator(
   cls = classes[kind]
   params = inspect.signature(cls.__init__).parameters
   kwargs = dict(estimator_kwargs)
+  if kind == "full_es":
+    if takes_truncated_step(cls):
+      raise ValueError(
+          "EstimatorConfig.kind = 'full_es' runs on lo 0.0.1 only: this lo's "
+          "FullES (GitHub HEAD) reduces its metrics with NumPy on the host, "
+          "which cannot run inside the population's jitted step; use 'es' with "
+          "trunc_length = the schedule's length")
+    # lo 0.0.1's FullES unrolls whole inner problems (no trunc_sched) in
+    # host-side chunks of steps_per_jit; the population step is compiled whole
+    # anyway, so one chunk.
+    length = schedule_length(trunc_sched)
+    kwargs.update(unroll_length=length, steps_per_jit=length)
   if not takes_truncated_step(cls):
     if "random_initial_iteration_offset" in params:
       kwargs["random_initial_iteration_offset"] = random_initial_iteration_offset
     if "trunc_sched" in params:
       kwargs["trunc_sched"] = trunc_sched
-    else:  # lo 0.0.1's FullES: one unroll of the schedule's whole length.
-      kwargs["unroll_length"] = schedule_length(trunc_sched)
     return cls(task_family=task_family, learned_opt=learned_opt,
                num_tasks=num_tasks, **kwargs)
 
-  from learned_optimization.outer_trainers import (  # pylint: disable=g-import-not-at-top
-    lopt_truncated_step,
-    truncation_schedule,
-  )
+  from learned_optimization.outer_trainers import lopt_truncated_step  # pylint: disable=g-import-not-at-top
   step_params = inspect.signature(
       lopt_truncated_step.VectorizedLOptTruncatedStep.__init__).parameters
   if "train_and_meta" in kwargs and "train_and_meta" not in params:
@@ -180,10 +191,6 @@ def make_gradient_estimator(
     if kwargs.pop("train_and_meta"):
       kwargs["meta_loss_split"] = "outer_valid"
   step_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in step_params}
-  if "truncation_schedule" in params:
-    # HEAD's FullES owns the inner length; its truncated step must never reset.
-    kwargs["truncation_schedule"] = trunc_sched
-    trunc_sched = truncation_schedule.NeverEndingTruncationSchedule()
   truncated_step = lopt_truncated_step.VectorizedLOptTruncatedStep(
       task_family=task_family, learned_opt=learned_opt, trunc_sched=trunc_sched,
       num_tasks=num_tasks,
@@ -193,11 +200,11 @@ def make_gradient_estimator(
 
 
 def schedule_length(trunc_sched: Any) -> int:
-  """Inner-problem length of a fixed-length lo truncation schedule."""
+  """Inner-problem length of a fixed-length lo truncation schedule (FullES's)."""
   length = getattr(trunc_sched.init(jax.random.PRNGKey(0), None), "length", None)
   if not isinstance(length, (int, np.integer)):
     raise ValueError(
-        f"full_es on this lo unrolls whole inner problems of one length; "
+        "full_es unrolls whole inner problems of one length; "
         f"{type(trunc_sched).__name__} has none (use ConstantTruncationSchedule)")
   return int(length)
 
