@@ -81,8 +81,10 @@ def start(log_dir: str, target: Any, config_text: str | None = None, *,
     if found is None:
       _refuse_lost_history(log_dir)
   if found is None:
-    if chief and config_text is not None:
-      config.write_operative_config(log_dir, config_text)
+    if chief:
+      files.makedirs(log_dir)
+      if config_text is not None:
+        config.write_operative_config(log_dir, config_text)
     return Start(None)
   step = found[0]
   change = None
