@@ -23,6 +23,7 @@ and phase (`gpu_report`), so whenever the budget ends they are complete.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -63,6 +64,9 @@ def define_flags() -> None:
                     "Hand-designed Adam lrs of compare's held-out curves.")
   flags.DEFINE_integer("chunk_steps", 0, "Outer steps per arm per round "
                        "(0: twice the PBT interval).")
+  flags.DEFINE_integer("max_outer_steps", None, "Stop the arms here even if "
+                       "time is left (default: the config's num_outer_steps; "
+                       "tiny: 8).")
   flags.DEFINE_integer("heldout_tasks", 8, "compare's held-out tasks per family.")
   flags.DEFINE_integer("heldout_steps", 200, "compare's held-out inner steps.")
   flags.DEFINE_enum("phase", None, [p for p, _ in PHASES],
@@ -84,6 +88,7 @@ def settings() -> dict[str, Any]:
       "adam_outer_lrs": list(FLAGS.adam_outer_lrs),
       "adam_inner_lrs": list(FLAGS.adam_inner_lrs),
       "chunk_steps": FLAGS.chunk_steps,
+      "max_outer_steps": FLAGS.max_outer_steps or (8 if tiny else None),
       "heldout_tasks": 2 if tiny else FLAGS.heldout_tasks,
       "heldout_steps": 8 if tiny else FLAGS.heldout_steps,
       "suite_steps_scale": 0.01 if tiny else 1.0,
@@ -147,7 +152,7 @@ def compare_arms(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]
     arms[name] = (trainer, log_dir, config.RunConfig(),
                   gin.operative_config_str())
   chunk = s["chunk_steps"] or 2 * trainer.pbt_config.interval
-  cap = trainer.num_outer_steps
+  cap = min(trainer.num_outer_steps, s["max_outer_steps"] or math.inf)
   result = {"chunk_steps": chunk, "rounds": [], "arms": {}}
   # compare's report recompiles evaluation and held-out curves: keep ~15%.
   keep = 0.15 * deadline.left()
