@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import io
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
+from absl import logging
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.tasks import base as tasks_base
 from learned_optimization.tasks.datasets import base as datasets_base
@@ -352,9 +354,12 @@ def run_suite(learned_opt: lopt_base.LearnedOptimizer, theta: Any,
                      f"{steps_scale}, {list(adam_lrs)}, {len(specs)} tasks")
   records, all_curves = [], {}
   for spec in specs:
+    start = time.time()
     record, task_curves = run_task(learned_opt, theta, spec,
                                    max(1, round(spec.steps * steps_scale)),
                                    seed, adam_lrs)
+    logging.info("held-out %s: ratio %.3g (%.0f s)", spec.name, record["ratio"],
+                 time.time() - start)
     records.append(record)
     all_curves[spec.name] = task_curves
   return records, all_curves
