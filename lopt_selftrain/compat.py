@@ -199,6 +199,26 @@ def make_gradient_estimator(
   return cls(truncated_step=truncated_step, **kwargs)
 
 
+def population_gradient_estimate(estimator: Any) -> Callable[..., Any]:
+  """`estimator.compute_gradient_estimate` vmapped over members, for use in jit.
+
+  lo 0.0.1's estimators draw their batches from the task family's iterators
+  while traced; lo HEAD's truncated ones refuse to, and take them as
+  `datas_list` (from `get_datas`). Either way the draw happens once per
+  trace, so every member of the population gets the same batches.
+  """
+  estimate = functools.partial(estimator.compute_gradient_estimate,
+                               with_summary=False)
+  if not hasattr(estimator, "get_datas"):
+    return jax.vmap(estimate)
+
+  def with_datas(weights, keys, states):
+    datas = estimator.get_datas()
+    return jax.vmap(lambda w, k, s: estimate(w, k, s, datas_list=datas))(
+        weights, keys, states)
+  return with_datas
+
+
 def schedule_length(trunc_sched: Any) -> int:
   """Inner-problem length of a fixed-length lo truncation schedule (FullES's)."""
   length = getattr(trunc_sched.init(jax.random.PRNGKey(0), None), "length", None)

@@ -200,10 +200,8 @@ class PopulationTrainer:
     self.estimators = tuple(self.estimator_config.build(f, learned_opt)
                             for f in task_mixture.families)
     data_stream.make_resumable(task_mixture.families)
-    self._estimate = tuple(
-        jax.vmap(functools.partial(e.compute_gradient_estimate,
-                                   with_summary=False))
-        for e in self.estimators)
+    self._estimate = tuple(compat.population_gradient_estimate(e)
+                           for e in self.estimators)
     self._step_fns: dict[int, Any] = {}
     self._batch_demand: dict[int, dict[str, int]] = {}
 
