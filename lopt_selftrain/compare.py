@@ -90,15 +90,13 @@ def claim_arm_dir(log_dir: str, config_text: str) -> None:
   directory left by another config (an edited gin file, other flags) would
   otherwise be resumed silently and its stale results reported as new.
   """
-  def without_length(text):
-    return [line for line in text.splitlines()
-            if not line.startswith("PopulationTrainer.num_outer_steps")]
-
   path = os.path.join(log_dir, ARM_CONFIG)
   if os.path.exists(path):
     with open(path) as f:
-      if without_length(f.read()) == without_length(config_text):
-        return
+      changes = config.changed_bindings(f.read(), config_text)
+    changes.pop("PopulationTrainer.num_outer_steps", None)
+    if not changes:
+      return
   elif not os.path.exists(log_dir) or not os.listdir(log_dir):
     os.makedirs(log_dir, exist_ok=True)
     files.write_atomic(path, config_text.encode())
