@@ -27,7 +27,12 @@ from learned_optimization.tasks import base
 from learned_optimization.tasks.datasets import base as datasets_base
 
 from lopt_selftrain.tasks import data
-from lopt_selftrain.tasks.mlp_family import ACTIVATIONS, TaskCfg, _log_uniform
+from lopt_selftrain.tasks.mlp_family import (
+  ACTIVATIONS,
+  MaskedClassifierTask,
+  TaskCfg,
+  _log_uniform,
+)
 
 _DIMS = ("NWC", "WIO", "NWC")
 
@@ -37,14 +42,8 @@ def _conv(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
                                       dimension_numbers=_DIMS)
 
 
-class _MaskedConv1DTask(base.Task):
-  """One sampled architecture; `cfg` may hold tracers (built under vmap)."""
-
-  def __init__(self, family: MaskedConv1DFamily, cfg: TaskCfg):
-    super().__init__()
-    self.datasets = family.datasets
-    self._family = family
-    self._cfg = cfg
+class _MaskedConv1DTask(MaskedClassifierTask):
+  """One sampled 1-D convnet architecture."""
 
   def _mask(self) -> jax.Array:
     return (jnp.arange(self._family.max_channels) < self._cfg["channels"]).astype(
@@ -88,16 +87,6 @@ class _MaskedConv1DTask(base.Task):
       h = jnp.where(i < self._cfg["depth"], z, h)
     h = jnp.reshape(h, (h.shape[0], -1))
     return h @ params["out"]["w"] + params["out"]["b"]
-
-  def loss(self, params: Any, key: jax.Array, batch: Any) -> jax.Array:
-    del key  # deterministic model
-    logp = jax.nn.log_softmax(self.logits(params, batch["image"]))
-    return -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=1))
-
-  def normalizer(self, loss: jax.Array) -> jax.Array:
-    """Clips to 1.5x chance-level loss so diverged tasks cannot dominate meta-loss."""
-    cap = 1.5 * np.log(self._family.num_classes)
-    return jnp.clip(jnp.nan_to_num(loss, nan=cap, posinf=cap, neginf=cap), 0, cap)
 
 
 @gin.configurable

@@ -52,14 +52,33 @@ def _log_uniform(key: jax.Array, low: float, high: float) -> jax.Array:
                                     maxval=np.log(high)))
 
 
-class _MaskedMLPTask(base.Task):
-  """One sampled architecture; `cfg` may hold tracers (built under vmap)."""
+class MaskedClassifierTask(base.Task):
+  """One sampled classifier of a masked family; `cfg` may hold tracers (built
+  under vmap). Subclasses define `init` and `logits`; the loss is softmax
+  cross-entropy on `batch["image"]`, `batch["label"]`."""
 
-  def __init__(self, family: MaskedMLPFamily, cfg: TaskCfg):
+  def __init__(self, family: Any, cfg: TaskCfg):
     super().__init__()
     self.datasets = family.datasets
     self._family = family
     self._cfg = cfg
+
+  def logits(self, params: Any, images: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  def loss(self, params: Any, key: jax.Array, batch: Any) -> jax.Array:
+    del key  # deterministic model
+    logp = jax.nn.log_softmax(self.logits(params, batch["image"]))
+    return -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=1))
+
+  def normalizer(self, loss: jax.Array) -> jax.Array:
+    """Clips to 1.5x chance-level loss so diverged tasks cannot dominate meta-loss."""
+    cap = 1.5 * np.log(self._family.num_classes)
+    return jnp.clip(jnp.nan_to_num(loss, nan=cap, posinf=cap, neginf=cap), 0, cap)
+
+
+class _MaskedMLPTask(MaskedClassifierTask):
+  """One sampled MLP architecture."""
 
   def _unit_mask(self) -> jax.Array:
     return (jnp.arange(self._family.max_width) < self._cfg["width"]).astype(
@@ -95,16 +114,6 @@ class _MaskedMLPTask(base.Task):
                          h @ layer["w"] + layer["b"]) * mask
       h = z if i == 0 else jnp.where(i < self._cfg["depth"], z, h)
     return h @ params["out"]["w"] + params["out"]["b"]
-
-  def loss(self, params: Params, key: jax.Array, batch: Any) -> jax.Array:
-    del key  # deterministic model
-    logp = jax.nn.log_softmax(self.logits(params, batch["image"]))
-    return -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=1))
-
-  def normalizer(self, loss: jax.Array) -> jax.Array:
-    """Clips to 1.5x chance-level loss so diverged tasks cannot dominate meta-loss."""
-    cap = 1.5 * np.log(self._family.num_classes)
-    return jnp.clip(jnp.nan_to_num(loss, nan=cap, posinf=cap, neginf=cap), 0, cap)
 
 
 @gin.configurable
