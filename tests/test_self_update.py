@@ -120,8 +120,10 @@ def test_plugs_into_lo_gradient_learner_as_theta_opt():
   grad = _grad_like(weights.theta)
   agg = gl.AggregatedGradient(theta_grads=grad, theta_model_state=None,
                               mean_loss=jnp.asarray(1.0))
-  next_state, _ = learner.update(state, [agg])
-  new_theta = learner.get_lopt_params(next_state)
+  # lo HEAD splits the key unconditionally (0.0.1 accepts None): pass one, as
+  # lo's own training loops do.
+  next_state, _ = learner.update(state, [agg], key=jax.random.PRNGKey(1))
+  new_theta = learner.get_state_for_worker(next_state).theta
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree_util.tree_leaves(new_theta),
       jax.tree_util.tree_leaves(weights.theta)))
