@@ -188,11 +188,16 @@ def _readme_example() -> str:
 
 
 def test_readme_example_runs(tmp_path, monkeypatch, capsys):
-  _write(tmp_path / "optimizer.lopt", ADAM_SPEC)
+  """The README example with a self-trained member (the shipped one, exported
+  from a self-training run), not a hand-designed rule wrapped by lo."""
+  shipped = ROOT / "lopt_selftrain" / "pretrained" / "selftrained_demo_mlp.lopt"
+  assert export.read(str(shipped)).spec.class_name.endswith("MLPLOpt")
+  (tmp_path / "optimizer.lopt").write_bytes(shipped.read_bytes())
   monkeypatch.chdir(tmp_path)
   exec(compile(_readme_example(), "README example", "exec"), {})
   final = float(re.search(r"final training loss: (\S+)", capsys.readouterr().out)[1])
-  assert final < 0.1
+  # The example's initial loss is 1.76; this member reaches 0.103 (2026-11-26).
+  assert final < 0.2
 
 
 def test_member_lineage_follows_copies_and_restores():
