@@ -61,6 +61,17 @@ def _mlp_problem():
   return jax.jit(lambda p: jnp.mean((model.apply(p, x) - y) ** 2)), params
 
 
+def optax_step(tx, loss_fn):
+  """One jitted optax training step of `tx` on `loss_fn`, passing the loss
+  (learned optimizers may read it)."""
+  @jax.jit
+  def step(params, state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params, loss=loss)
+    return optax.apply_updates(params, updates), state
+  return step
+
+
 def _assert_trees_close(a, b, **tolerance):
   jax.tree_util.tree_map(
       lambda x, y: np.testing.assert_allclose(x, y, **tolerance), a, b)
@@ -142,11 +153,7 @@ def test_every_architecture_round_trips_through_load_optax(tmp_path, name):
   loss_fn, params = _mlp_problem()
   tx_state, lo_state = tx.init(params), lo_opt.init(params, num_steps=5)
 
-  @jax.jit
-  def tx_step(params, state):
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, state = tx.update(grads, state, params, loss=loss)
-    return optax.apply_updates(params, updates), state
+  tx_step = optax_step(tx, loss_fn)
 
   initial = float(loss_fn(params))
   for _ in range(5):
@@ -166,11 +173,7 @@ def test_load_optax_trains_a_flax_mlp(tmp_path):
   loss_fn, params = _mlp_problem()
   state = tx.init(params)
 
-  @jax.jit
-  def step(params, state):
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, state = tx.update(grads, state, params, loss=loss)
-    return optax.apply_updates(params, updates), state
+  step = optax_step(tx, loss_fn)
 
   initial = float(loss_fn(params))
   for _ in range(200):

@@ -2,8 +2,8 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 import pytest
+from test_export import optax_step
 
 from lopt_selftrain import export, pretrained
 
@@ -33,11 +33,7 @@ def test_shipped_optimizer_has_provenance_and_trains(name):
   params = jnp.zeros(8)
   state = opt.init(params)
 
-  @jax.jit
-  def step(params, state):
-    loss, grad = jax.value_and_grad(loss_fn)(params)
-    updates, state = opt.update(grad, state, params, loss=loss)
-    return optax.apply_updates(params, updates), state
+  step = optax_step(opt, loss_fn)
 
   for _ in range(200):
     params, state = step(params, state)
