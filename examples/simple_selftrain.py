@@ -59,7 +59,7 @@ def build_trainer(meta_steps: int, interval: int) -> lopt_selftrain.PopulationTr
           step_scale_range=(0.25, 4.0)),
       eval_config=lopt_selftrain.EvalConfig(num_tasks=8, num_steps=100),
       seed=0,
-      num_outer_steps=meta_steps)
+      num_meta_steps=meta_steps)
 
 
 def main(meta_steps: int = META_STEPS, interval: int = INTERVAL) -> list[float]:

@@ -9,7 +9,7 @@ echo "| devices | population | seconds / population step |"
 echo "|---|---|---|"
 for devices in 1 2 4 8; do
   XLA_FLAGS=--xla_force_host_platform_device_count=$devices TF_CPP_MIN_LOG_LEVEL=3 \
-    .venv/bin/python -m lopt_selftrain.benchmark --mode=devices --steps=20 \
+    .venv/bin/python -m lopt_selftrain.apps.benchmark --mode=devices --steps=20 \
     --gin_config=gin_configs/selftrain_cpu_demo.gin \
     --gin_bindings='TaskMixture.families = [@demo_quad/FixedDimQuadraticFamily()]' \
     --gin_bindings='TaskMixture.weights = [1.0]' \

@@ -11,4 +11,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-runs/compare_cpu}
 steps=${2:-600}
-.venv/bin/python -m lopt_selftrain.compare --out_dir="$out" --outer_steps="$steps"
+.venv/bin/python -m lopt_selftrain.apps.compare --out_dir="$out" --meta_steps="$steps"

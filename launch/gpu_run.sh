@@ -2,7 +2,7 @@
 # Everything a lent GPU should measure, in one budgeted command (docs/gpu.md):
 # population scaling and roofline, self-training vs Adam outer-training on
 # gin_configs/gpu/, held-out evaluation of the self-trained optimizer.
-#   bash launch/gpu_run.sh OUT_DIR [SECONDS] [--tiny] [lopt_selftrain.gpu_run flags]
+#   bash launch/gpu_run.sh OUT_DIR [SECONDS] [--tiny] [lopt_selftrain.apps.gpu_run flags]
 # SECONDS (default 540) is the whole run's budget, compilation included.
 # OUT_DIR/summary.json and summary.md are complete whenever it ends; rerunning
 # on the same OUT_DIR skips finished phases and resumes the comparison's arms.
@@ -31,5 +31,5 @@ if ! "$python" -c 'import learned_optimization' 2>/dev/null && [[ -d .whl ]]; th
   export PYTHONPATH=/tmp/lopt_site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=.:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
-exec "$python" launch/no_tensorflow.py lopt_selftrain.gpu_run \
+exec "$python" launch/no_tensorflow.py lopt_selftrain.apps.gpu_run \
   --out_dir="$out" --seconds="$seconds" --start_time="$start_time" "$@"

@@ -10,5 +10,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seeds=${1:-1,2,3,4}
 out=${2:-runs/seeds_cpu}
-.venv/bin/python -m lopt_selftrain.compare --out_dir="$out" --seeds="$seeds" \
-  --outer_steps=600 --adam_outer_lrs=1e-2 --skip_no_pbt --throughput_steps=0
+.venv/bin/python -m lopt_selftrain.apps.compare --out_dir="$out" --seeds="$seeds" \
+  --meta_steps=600 --adam_outer_lrs=1e-2 --skip_no_pbt --throughput_steps=0

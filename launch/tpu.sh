@@ -12,7 +12,7 @@ Commands:
   create    create the TPU VM
   install   copy this checkout (or clone --repo-url) to every worker, then run
             LOPT_JAX='jax[tpu]' bash launch/setup.sh there
-  run       start `python -m lopt_selftrain.train` on every worker under nohup
+  run       start `python -m lopt_selftrain.apps.train` on every worker under nohup
             (log: ~/lopt_selftrain/train.log on each worker); rerunning resumes
   logs      follow a worker's training log (tail -F)
   fetch     sync the gs:// log dir into a local directory
@@ -43,7 +43,7 @@ Options:
   --gin-config FILE        gin file relative to the repo root (required, repeatable)
   --gin-binding BINDING    gin binding, e.g. 'PopulationTrainer.seed=1' (repeatable)
   --log-dir gs://BUCKET/DIR  training log dir (required; also for fetch)
-  --max-outer-steps N      stop after N outer steps
+  --max-meta-steps N      stop after N outer steps
  logs:
   --worker N               worker whose log to follow (default 0)
  fetch:
@@ -142,7 +142,7 @@ cmd_install() {
 }
 
 cmd_run() {
-  local train=(.venv/bin/python -m lopt_selftrain.train "${train_flags[@]}" --train_log_dir="$log_dir")
+  local train=(.venv/bin/python -m lopt_selftrain.apps.train "${train_flags[@]}" --train_log_dir="$log_dir")
   if is_multihost; then train+=(--multihost); fi
   tpu_ssh all "cd $remote_dir && nohup $(quoted "${train[@]}") >> train.log 2>&1 < /dev/null &"
 }
@@ -181,7 +181,7 @@ zone=${LOPT_TPU_ZONE:-}
 accelerator=${LOPT_TPU_TYPE:-v4-8}
 project='' version='' repo_url='' ref=HEAD jax='jax[tpu]' log_dir='' gin_config=''
 dest=runs worker=0 spot=0 dry_run=0
-train_flags=() # for lopt_selftrain.train, in the order given
+train_flags=() # for lopt_selftrain.apps.train, in the order given
 while (($#)); do
   case $1 in
     --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}" && continue ;;
@@ -202,7 +202,7 @@ while (($#)); do
     --gin-config) gin_config=$2 && train_flags+=(--gin_config="$2") ;;
     --gin-binding) train_flags+=(--gin_bindings="$2") ;;
     --log-dir) log_dir=$2 ;;
-    --max-outer-steps) train_flags+=(--max_outer_steps="$2") ;;
+    --max-meta-steps) train_flags+=(--max_meta_steps="$2") ;;
     --worker) worker=$2 ;;
     --dest) dest=$2 ;;
     *) die "unknown option '$1'; see --help" ;;

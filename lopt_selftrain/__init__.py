@@ -1,11 +1,13 @@
 """lopt_selftrain: learned optimizers that train themselves (Metz et al., 2021).
 
 Importing the package first restores the legacy JAX/NumPy names that
-learned_optimization 0.0.1 needs (see `compat`), so lo can be imported after it.
+learned_optimization 0.0.1 needs (see `compat`), so lo can be imported after it,
+and where TensorFlow is not installed imports lo's few modules that import it
+with stand-ins (see `no_tensorflow`), so the learned optimizers load without it.
 
 The public API below is resolved on first use (PEP 562), so `import
 lopt_selftrain` stays light: it imports neither lo nor TensorFlow nor any app
-until a name that needs them is used.
+(`lopt_selftrain.apps`) until a name that needs them is used.
 
   PopulationTrainer, PopulationState   the vmapped population (population.py)
   EstimatorConfig                      lo gradient estimator settings
@@ -25,9 +27,10 @@ import importlib
 import importlib.util
 from typing import Any
 
-from lopt_selftrain import compat
+from lopt_selftrain import compat, no_tensorflow
 
 compat.restore_legacy_names()
+no_tensorflow.import_lo_without_tensorflow()  # no-op where TensorFlow is installed
 
 # Public name -> module that defines it (imported on first access).
 _LAZY = {

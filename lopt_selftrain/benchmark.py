@@ -7,9 +7,9 @@ is much faster than running members one after another with lo's own
 family, lo gradient estimator settings and a hand-designed Adam outer update,
 so the only difference is vmapped-population vs. a Python loop over learners.
 
-  python -m lopt_selftrain.benchmark --gin_config=gin_configs/selftrain_cpu_demo.gin
+  python -m lopt_selftrain.apps.benchmark --gin_config=gin_configs/selftrain_cpu_demo.gin
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m \
-      lopt_selftrain.benchmark --gin_config=... --mode=devices
+      lopt_selftrain.apps.benchmark --gin_config=... --mode=devices
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax  # noqa: I001
 import numpy as np
-from absl import app, flags
 from learned_optimization.optimizers import base as opt_base
 from learned_optimization.outer_trainers import gradient_learner
 
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
-from lopt_selftrain import config, pbt, population, sharding
+from lopt_selftrain import pbt, population, sharding
 from lopt_selftrain.population import PopulationState, PopulationTrainer
 from lopt_selftrain.tasks import TaskMixture
 
@@ -114,7 +113,7 @@ def lo_learner(trainer: PopulationTrainer, family_index: int, num_tasks: int,
 def time_lo_learners(learner: gradient_learner.SingleMachineGradientLearner,
                      count: int, seed: int, steps: int,
                      max_seconds: float = float("inf")) -> dict[str, Any]:
-  """One outer step of `count` independent lo learners run one after another
+  """One meta step of `count` independent lo learners run one after another
   (one learner object: they share its compiled functions, not their state)."""
   keys = [jax.random.PRNGKey(seed * 1000 + i) for i in range(count)]
 
@@ -165,7 +164,7 @@ def population_vs_sequential(trainer: PopulationTrainer, family_index: int = 0,
 def mixture_throughput(trainer: PopulationTrainer, steps: int = 20
                        ) -> dict[str, Any]:
   """`population_vs_sequential` on every family of the trainer's mixture, and
-  the mixture-weighted seconds per outer step of both sides (an outer step
+  the mixture-weighted seconds per meta step of both sides (a meta step
   trains one family, drawn with the mixture weights)."""
   families = [dict(population_vs_sequential(trainer, i, steps), weight=float(w))
               for i, w in enumerate(trainer.task_mixture.weights)]
@@ -197,31 +196,3 @@ def population_step_seconds(trainer: PopulationTrainer, steps: int = 20,
   step = lambda s: trainer.step(s)[0]  # noqa: E731
   state, _ = _timed(step, sharding.shard_population(trainer.init()), warmup)
   return _timed(step, state, steps)[1] / steps
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv: Sequence[str]) -> None:
-  del argv
-  with config.user_errors_exit():  # bad input: one line; bugs: a traceback
-    config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
-    trainer = PopulationTrainer()
-  if FLAGS.mode == "devices":
-    seconds = population_step_seconds(trainer, FLAGS.steps)
-    print(f"| {jax.device_count()} | {trainer.population_size} | "
-          f"{seconds:.4f} |")
-    return
-  print(f"{machine()}, jax {jax.__version__}, {FLAGS.steps} timed steps per "
-        "side\n")
-  print(markdown(mixture_throughput(trainer, FLAGS.steps)))
-
-
-if __name__ == "__main__":
-  flags.DEFINE_multi_string("gin_config", [], "Gin config file(s).")
-  flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
-  flags.DEFINE_integer("steps", 20, "Timed outer steps per side.")
-  flags.DEFINE_enum("mode", "sequential", ["sequential", "devices"],
-                    "sequential: population vs. lo learners; devices: step "
-                    "time on the visible devices.")
-  app.run(main)

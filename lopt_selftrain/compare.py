@@ -1,6 +1,6 @@
 r"""The paper's comparison on one machine: self-training vs. Adam outer-training.
 
-  python -m lopt_selftrain.compare --out_dir=runs/compare
+  python -m lopt_selftrain.apps.compare --out_dir=runs/compare
 
 Arms, all from the same base gin config (same seed, task mix, estimator,
 population size and number of meta steps, hence the same meta-gradient
@@ -35,7 +35,7 @@ import gin  # noqa: I001
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
 
@@ -48,7 +48,7 @@ from lopt_selftrain import (
   evaluation,
   files,
   report,
-  train,
+  training,
 )
 from lopt_selftrain.population import PopulationTrainer
 
@@ -85,8 +85,8 @@ def claim_arm_dir(log_dir: str, config_text: str) -> None:
   """Lets an arm resume only a run of the same gin config.
 
   An interrupted comparison picks up where it stopped, and a longer one
-  (--outer_steps) extends the arms of a shorter one: resumption is exact, and
-  the number of outer steps is the one binding allowed to differ. An arm
+  (--meta_steps) extends the arms of a shorter one: resumption is exact, and
+  the number of meta steps is the one binding allowed to differ. An arm
   directory left by another config (an edited gin file, other flags) would
   otherwise be resumed silently and its stale results reported as new.
   """
@@ -94,7 +94,7 @@ def claim_arm_dir(log_dir: str, config_text: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       changes = config.changed_bindings(f.read(), config_text)
-    changes.pop("PopulationTrainer.num_outer_steps", None)
+    changes.pop("PopulationTrainer.num_meta_steps", None)
     if not changes:
       return
   elif not os.path.exists(log_dir) or not os.listdir(log_dir):
@@ -110,7 +110,7 @@ def run_arm(base_config: str, bindings: Sequence[str], log_dir: str
   """Trains one arm; returns its metrics and its best member's weights."""
   trainer = _build(base_config, bindings)
   claim_arm_dir(log_dir, gin.config_str())
-  state = train.train(trainer, log_dir)
+  state = training.train(trainer, log_dir)
   meta_loss = np.where(np.isfinite(state.meta_loss), state.meta_loss, np.inf)
   best = int(np.argmin(meta_loss))
   records = checkpoint.read(os.path.join(log_dir, "metrics.jsonl"))
@@ -211,14 +211,14 @@ def reference_meta_loss(trainer: PopulationTrainer, lrs: Sequence[str]
 
 
 def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
-            outer_steps: int, adam_outer_lrs: Sequence[str],
+            meta_steps: int, adam_outer_lrs: Sequence[str],
             adam_inner_lrs: Sequence[str], heldout_tasks: int,
             heldout_steps: int, throughput_steps: int,
             with_no_pbt: bool = True) -> dict[str, Any]:
   """Runs every arm and writes the figures and tables; returns results.json."""
   os.makedirs(out_dir, exist_ok=True)
   common = list(extra_bindings) + [
-      f"PopulationTrainer.num_outer_steps = {outer_steps}"]
+      f"PopulationTrainer.num_meta_steps = {meta_steps}"]
   runs = {}
   for name, bindings in arms(adam_outer_lrs, with_no_pbt):
     logging.info("Training arm %s", name)
@@ -253,7 +253,7 @@ def compare(out_dir: str, base_config: str, extra_bindings: Sequence[str],
       "machine": benchmark.machine(),
       "base_config": base_config,
       "bindings": common,
-      "outer_steps": outer_steps,
+      "meta_steps": meta_steps,
       "tuned_adam_outer_arm": tuned,
       "arms": {
           name: {
@@ -347,55 +347,3 @@ def compare_seeds(out_dir: str, seeds: Sequence[int],
   with open(os.path.join(out_dir, "seeds.md"), "w") as f:
     f.write(report.seeds_markdown(summary))
   return summary
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  """The app's flags (defined only when run as an app)."""
-  flags.DEFINE_string("out_dir", None, "Output directory.")
-  flags.DEFINE_string("base_config", "gin_configs/selftrain_cpu_demo.gin",
-                      "Gin config every arm starts from.")
-  flags.DEFINE_multi_string("gin_bindings", [], "Extra bindings for every arm.")
-  flags.DEFINE_integer("outer_steps", 600, "Outer steps per arm.")
-  flags.DEFINE_list("adam_outer_lrs", ["3e-3", "1e-2", "3e-2"],
-                    "Learning rates of the Adam outer-trained arms.")
-  flags.DEFINE_list("adam_inner_lrs", ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1",
-                                       "3e-1"],
-                    "Hand-designed Adam lr grid on the held-out tasks.")
-  flags.DEFINE_integer("heldout_tasks", 16, "Held-out tasks per family.")
-  flags.DEFINE_integer("heldout_steps", 200, "Inner steps on held-out tasks.")
-  flags.DEFINE_integer("throughput_steps", 10,
-                       "Timed steps per side of the throughput benchmark (0: skip).")
-  flags.DEFINE_bool("skip_no_pbt", False, "Skip the no-PBT ablation arm.")
-  flags.DEFINE_list("seeds", [], "If set, run the comparison once per seed "
-                    "(out_dir/seed_<S>) and summarise them in seeds.md/json.")
-
-
-def main(argv: Sequence[str]) -> None:
-  del argv
-  if not FLAGS.out_dir:
-    config.exit_with_error(ValueError("--out_dir is required"))
-  try:
-    seeds = [int(s) for s in FLAGS.seeds]
-  except ValueError as e:
-    config.exit_with_error(ValueError(f"--seeds must be integers: {e}"))
-  kwargs = dict(
-      base_config=FLAGS.base_config, outer_steps=FLAGS.outer_steps,
-      adam_outer_lrs=FLAGS.adam_outer_lrs, adam_inner_lrs=FLAGS.adam_inner_lrs,
-      heldout_tasks=FLAGS.heldout_tasks, heldout_steps=FLAGS.heldout_steps,
-      throughput_steps=FLAGS.throughput_steps,
-      with_no_pbt=not FLAGS.skip_no_pbt)
-  try:
-    if seeds:
-      compare_seeds(FLAGS.out_dir, seeds, FLAGS.gin_bindings, **kwargs)
-    else:
-      compare(FLAGS.out_dir, extra_bindings=FLAGS.gin_bindings, **kwargs)
-  except StaleArmDirError as e:
-    config.exit_with_error(e)
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -54,7 +55,7 @@ class RunConfig:
   """Bookkeeping of a run.
 
   Attributes:
-    checkpoint_interval: outer steps between checkpoints (rounded up to an
+    checkpoint_interval: meta steps between checkpoints (rounded up to an
       evaluation round so a resume never repeats one).
     keep_checkpoints: newest checkpoints kept on disk.
   """
@@ -69,6 +70,9 @@ class RunConfig:
 
 
 OPERATIVE_CONFIG = "operative_config.gin"
+# Bindings renamed since run dirs were written (old -> new; docs/metrics.md).
+# Saved configs are read through `upgrade_saved`, so old runs resume and export.
+RENAMED = {"PopulationTrainer.num_outer_steps": "PopulationTrainer.num_meta_steps"}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -85,6 +89,13 @@ def parse(config_files: Sequence[str], bindings: Sequence[str]) -> None:
   gin.clear_config()  # parsing replaces any previous (locked) config
   gin.add_config_file_search_path(REPO_ROOT)
   gin.parse_config_files_and_bindings(list(config_files), list(bindings))
+
+
+def upgrade_saved(text: str) -> str:
+  """A saved gin config with every `RENAMED` binding under its new name."""
+  for old, new in RENAMED.items():
+    text = re.sub(rf"^{re.escape(old)}\b", new, text, flags=re.MULTILINE)
+  return text
 
 
 def check_writable(log_dir: str) -> None:

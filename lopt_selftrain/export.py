@@ -1,6 +1,6 @@
 r"""Export a self-trained learned optimizer as one portable file, and load it.
 
-  python -m lopt_selftrain.export --run_dir=runs/demo --out=lopt.lopt [--member=K]
+(Command line: `python -m lopt_selftrain.apps.export --run_dir=D --out=F`.)
 
 A run directory needs its gin config, its code and a population-sized restore
 to be read; the exported file needs none of that. It holds one member's weights
@@ -44,7 +44,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
 from gin import config_parser
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.optimizers import base as opt_base
@@ -63,7 +62,6 @@ from lopt_selftrain.run_dir import saved_config
 
 _ENVELOPE = files.Envelope(b"LOPTEX01", "an exported learned optimizer")
 
-FLAGS = flags.FLAGS
 
 
 class ExportError(ValueError):
@@ -165,7 +163,7 @@ def spec_from_operative_config(learned_opt: lopt_base.LearnedOptimizer,
 
 def member_lineage(events: Sequence[dict[str, Any]],
                    member: int) -> list[dict[str, Any]]:
-  """The PBT events (train.py's lineage) that made `member` what it is, oldest first.
+  """The PBT events (the run's lineage, `training.train`) that made `member` what it is, oldest first.
 
   Walks back from the end: an exploit/nonfinite event replacing the member
   continues with the member it was copied from, before that step; a
@@ -323,15 +321,14 @@ def export_run(run_dir: str, out: str, member: int | None = None
     raise ExportError(f"run dir {run_dir} does not exist")
   if not files.exists(gin_path):
     raise ExportError(f"{run_dir} has no {config.OPERATIVE_CONFIG}; is it a "
-                      "--train_log_dir of lopt_selftrain.train?")
+                      "--train_log_dir of lopt_selftrain.apps.train?")
   ckpt_dir = f"{run_dir}/checkpoints"
   steps = checkpoint.list_steps(ckpt_dir)
   if not steps:  # Fail before the costly rebuild.
     raise ExportError(f"{ckpt_dir} holds no checkpoint")
   # A run resumed under a changed config saved that config in another file.
-  gin_path = f"{run_dir}/{saved_config(run_dir, steps[-1])[0]}"
   gin.clear_config()
-  config.parse([gin_path], [])
+  config.parse([], [saved_config(run_dir, steps[-1])[1]])
   trainer = PopulationTrainer()
   found = checkpoint.restore_latest(ckpt_dir,
                                     rounds.checkpoint_target(trainer.init()))
@@ -366,32 +363,3 @@ def export_run(run_dir: str, out: str, member: int | None = None
   }
   write(out, spec, theta, provenance)
   return provenance
-
-
-def cli(run_dir: str | None, out: str | None, member: int | None) -> None:
-  """The app minus flag parsing: a summary line, or `error: ...` and exit 2."""
-  with config.user_errors_exit():  # bad input: one line; bugs: a traceback
-    if not run_dir or not out:
-      raise ExportError("--run_dir and --out are required")
-    provenance = export_run(run_dir, out, member)
-  print(f"exported member {provenance['member']} of step {provenance['step']} "
-        f"(meta-loss {provenance['meta_loss']:.4g}) to {out}")
-
-
-def define_flags() -> None:
-  """The app's flags; defined only when run as an app, so imports never clash."""
-  flags.DEFINE_string("run_dir", None, "Training run directory (--train_log_dir).")
-  flags.DEFINE_string("out", None, "Exported optimizer file to write.")
-  flags.DEFINE_integer("member", None,
-                       "Population member to export (default: best meta-loss).")
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  cli(FLAGS.run_dir, FLAGS.out, FLAGS.member)
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

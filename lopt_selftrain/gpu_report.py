@@ -14,7 +14,7 @@ Targets:
                        arithmetic intensity is under the ridge point;
   long_run             self-training + PBT reaches the final best meta-loss
                        of the tuned (best final) Adam-outer arm within the
-                       same number of outer steps.
+                       same number of meta steps.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _records(path: str) -> list[dict[str, Any]]:
 
 
 def arm_summaries(arms_dir: str, names: Sequence[str]) -> dict[str, Any]:
-  """Per arm, as compare reports it: outer steps logged, final best
+  """Per arm, as compare reports it: meta steps logged, final best
   meta-loss (`compare.final`: mean of the last 10% of PBT rounds), last and
   lowest best meta-loss, the training loop's wall time; for the other arms,
   the first step at which they reached the tuned (lowest final) Adam-outer
@@ -95,7 +95,7 @@ def targets(throughput: dict[str, Any] | None, compare: dict[str, Any] | None
   self_arm = (compare or {}).get("arms", {}).get("selftrain_pbt", {})
   reach = self_arm.get("steps_to_tuned_adam_outer_final", "n/a")
   out["long_run"] = {
-      "outer_steps": self_arm.get("steps"),
+      "meta_steps": self_arm.get("steps"),
       "tuned_adam_outer_arm": self_arm.get("tuned_adam_outer_arm"),
       "steps_to_tuned_adam_outer_final": None if reach == "n/a" else reach,
       "target": "reaches the tuned Adam-outer final best meta-loss",
@@ -120,7 +120,7 @@ def summary(out_dir: str) -> dict[str, Any]:
       "throughput": throughput,
       "compare": compare,
       "compare_results": None if results is None else {
-          k: results.get(k) for k in ("outer_steps", "tuned_adam_outer_arm",
+          k: results.get(k) for k in ("meta_steps", "tuned_adam_outer_arm",
                                       "arms", "adam_inner_eval_meta_loss")},
       "heldout": read("phases", "heldout.json"),
       "targets": targets(throughput, compare),

@@ -1,25 +1,21 @@
 """Held-out suite: is a learned optimizer worth using on problems it never saw?
 
-Every task here uses a dataset or an architecture that no meta-training mix
-contains (`tests/test_tasks.py` asserts that no mixture config can reach
-scikit-learn's `digits`), and runs 1000-2000 steps: 10-20x the demo's 100-step
-meta-training horizon. Each task is trained by the learned optimizer and by
+The suite's tasks (`lopt_selftrain.tasks.heldout`) use a dataset or an
+architecture that no meta-training mix contains and run 1000-2000 steps: 10-20x
+the demo's 100-step meta-training horizon. Each task is trained by the learned optimizer and by
 Adam at every learning rate of a grid (vmapped, one compile per task), from the
 same initial parameters on the same batches with the same per-step keys, so the
 comparison is paired. A record per task holds the final training loss
 (`curves.final_value`: mean over the last 10% of steps) of the learned optimizer
 and of the best Adam (the lr with the lowest final value), their ratio, and
 test loss / accuracy where the task has a test split.
-
-Data comes from scikit-learn's bundled datasets (no download), standardised
-with the training split's statistics.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -35,196 +31,19 @@ import numpy as np
 from absl import logging
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.tasks import base as tasks_base
-from learned_optimization.tasks.datasets import base as datasets_base
+from learned_optimization.tasks import quadratics
 
-from lopt_selftrain import curves, evaluation
-from lopt_selftrain.tasks import data
+from lopt_selftrain import curves, evaluation, export, files, tasks
+from lopt_selftrain.tasks.heldout import (
+  ClassifierTask,
+  HeldoutTask,
+  suite_tasks,
+)
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
 ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-
-
-# --- data: scikit-learn's bundled datasets, as lo Datasets
-
-
-def sklearn_arrays(name: str, seed: int = 0, test_fraction: float = 0.2
-                   ) -> tuple[data.Arrays, data.Arrays]:
-  """((x, y) train, (x, y) test) of a bundled scikit-learn classification set.
-
-  Features are standardised with the training part's mean and std; `digits`
-  keeps its 8x8 image shape (with a channel axis) so conv nets can use it.
-  """
-  from sklearn import datasets as skd  # pylint: disable=g-import-not-at-top
-
-  loaders = {"digits": skd.load_digits, "breast_cancer": skd.load_breast_cancer,
-             "wine": skd.load_wine, "iris": skd.load_iris}
-  if name not in loaders:
-    raise ValueError(f"unknown sklearn dataset {name!r}; known: {sorted(loaders)}")
-  x, y = loaders[name](return_X_y=True)
-  x, y = x.astype(np.float32), y.astype(np.int32)
-  order = np.random.default_rng(seed).permutation(len(y))
-  n_test = int(len(y) * test_fraction)
-  test, train = order[:n_test], order[n_test:]
-  mean, std = x[train].mean(0), x[train].std(0) + 1e-6
-  x = (x - mean) / std
-  if name == "digits":
-    x = x.reshape(-1, 8, 8, 1)
-  return (x[train], y[train]), (x[test], y[test])
-
-
-# --- tasks
-
-
-class ClassifierTask(tasks_base.Task):
-  """Cross-entropy of `logits_fn(params, images)`; `init_fn(key)` -> params.
-
-  `test_arrays` (inputs, labels), when set, is the whole test split.
-  """
-
-  def __init__(self, datasets: datasets_base.Datasets,
-               init_fn: Callable[[jax.Array], Any],
-               logits_fn: Callable[[Any, jax.Array], jax.Array]):
-    super().__init__()
-    self.datasets = datasets
-    self.init = init_fn
-    self.logits = logits_fn
-    self.test_arrays: data.Arrays | None = None
-
-  def loss(self, params: Any, key: jax.Array, batch: Any) -> jax.Array:
-    del key  # deterministic model
-    logp = jax.nn.log_softmax(self.logits(params, batch["image"]))
-    return -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=1))
-
-
-def _dense_init(key: jax.Array, sizes: Sequence[int]) -> list[dict[str, jax.Array]]:
-  keys = jax.random.split(key, len(sizes) - 1)
-  return [{"w": jax.random.normal(k, (a, b)) / np.sqrt(a), "b": jnp.zeros(b)}
-          for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)]
-
-
-def _dense_apply(layers: Sequence[dict[str, jax.Array]], h: jax.Array,
-                 act: Callable[[jax.Array], jax.Array]) -> jax.Array:
-  h = jnp.reshape(h, (h.shape[0], -1))
-  for i, layer in enumerate(layers):
-    h = h @ layer["w"] + layer["b"]
-    if i < len(layers) - 1:
-      h = act(h)
-  return h
-
-
-def mlp_task(datasets: datasets_base.Datasets, hidden: Sequence[int],
-             act: Callable[[jax.Array], jax.Array] = jax.nn.relu
-             ) -> ClassifierTask:
-  """MLP classifier (no hidden layers: logistic regression)."""
-  shape = datasets.abstract_batch["image"].shape[1:]
-  sizes = [int(np.prod(shape)), *hidden, datasets.extra_info["num_classes"]]
-  return ClassifierTask(datasets, lambda key: _dense_init(key, sizes),
-                        lambda p, x: _dense_apply(p, x, act))
-
-
-def conv2d_task(datasets: datasets_base.Datasets,
-                channels: Sequence[int] = (16, 32)) -> ClassifierTask:
-  """3x3 conv layers (the last with stride 2), ReLU, then a dense classifier."""
-  h, w, c_in = datasets.abstract_batch["image"].shape[1:]
-  num_classes = datasets.extra_info["num_classes"]
-  strides = [1] * (len(channels) - 1) + [2]
-  out_hw = -(-h // 2) * -(-w // 2)
-
-  def init(key):
-    keys = jax.random.split(key, len(channels) + 1)
-    convs, c = [], c_in
-    for k, c_out in zip(keys[:-1], channels, strict=True):
-      convs.append({"w": jax.random.normal(k, (3, 3, c, c_out)) / np.sqrt(9 * c),
-                    "b": jnp.zeros(c_out)})
-      c = c_out
-    return {"convs": convs,
-            "out": _dense_init(keys[-1], [out_hw * c, num_classes])}
-
-  def logits(params, x):
-    for layer, stride in zip(params["convs"], strides, strict=True):
-      x = jax.lax.conv_general_dilated(
-          x, layer["w"], (stride, stride), "SAME",
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      x = jax.nn.relu(x + layer["b"])
-    return _dense_apply(params["out"], x, jax.nn.relu)
-
-  return ClassifierTask(datasets, init, logits)
-
-
-class QuadraticTask(tasks_base.Task):
-  """0.5 * sum_i h_i x_i^2 with curvatures log-spaced over `condition` (no data)."""
-
-  def __init__(self, dim: int, condition: float):
-    super().__init__()
-    self.datasets = None
-    self._dim = dim
-    self._h = jnp.asarray(np.logspace(0, -np.log10(condition), dim), jnp.float32)
-
-  def init(self, key: jax.Array) -> jax.Array:
-    return jax.random.normal(key, (self._dim,))
-
-  def loss(self, params: jax.Array, key: jax.Array, batch: Any) -> jax.Array:
-    del key, batch
-    return 0.5 * jnp.sum(self._h * jnp.square(params))
-
-
-@dataclasses.dataclass(frozen=True)
-class HeldoutTask:
-  """One suite entry: `build()` -> lo Task, trained for `steps` steps."""
-  name: str
-  steps: int
-  build: Callable[[], tasks_base.Task]
-  why_heldout: str
-
-
-def _sk(name: str, batch_size: int, fn: Callable[..., ClassifierTask],
-        **kwargs: Any) -> Callable[[], ClassifierTask]:
-  """Builder of `fn(datasets, **kwargs)` on a scikit-learn dataset."""
-
-  def build():
-    train, test = sklearn_arrays(name)
-    # 15% validation carve: the small sets still fill a batch in every split.
-    datasets = data.array_datasets(train, test, batch_size=batch_size,
-                                   num_classes=int(train[1].max()) + 1,
-                                   name=name, valid_fraction=0.15)
-    task = fn(datasets, **kwargs)
-    task.test_arrays = test
-    return task
-
-  return build
-
-
-SUITE: tuple[HeldoutTask, ...] = (
-    HeldoutTask("digits_mlp", 1000, _sk("digits", 128, mlp_task, hidden=[128]),
-                "dataset (digits, 8x8 images) never in meta-training"),
-    HeldoutTask("digits_conv", 1000, _sk("digits", 128, conv2d_task),
-                "dataset and 2-D convolutions never in meta-training"),
-    HeldoutTask("digits_mlp_wide_deep", 1000,
-                _sk("digits", 128, mlp_task, hidden=[256] * 4),
-                "4 x 256 units: 4x wider than any meta-training MLP (<= 64)"),
-    HeldoutTask("breast_cancer_mlp", 2000,
-                _sk("breast_cancer", 64, mlp_task, hidden=[32], act=jnp.tanh),
-                "dataset never in meta-training; binary task"),
-    HeldoutTask("wine_logreg", 2000, _sk("wine", 16, mlp_task, hidden=[]),
-                "dataset never in meta-training; convex (logistic regression)"),
-    HeldoutTask("iris_mlp", 1000, _sk("iris", 16, mlp_task, hidden=[16]),
-                "dataset never in meta-training; tiny data"),
-    HeldoutTask("quadratic100_cond1e4", 2000, lambda: QuadraticTask(100, 1e4),
-                "dim 100 and condition 1e4 (meta-training: dim <= 20, <= 1e3)"),
-)
-
-
-def suite_tasks(names: Sequence[str] | None = None) -> tuple[HeldoutTask, ...]:
-  """The suite, or the named subset in suite order; ValueError on unknown names."""
-  if not names:
-    return SUITE
-  known = {t.name for t in SUITE}
-  unknown = sorted(set(names) - known)
-  if unknown:
-    raise ValueError(f"unknown held-out task(s) {unknown}; known: {sorted(known)}")
-  return tuple(t for t in SUITE if t.name in names)
 
 
 # --- running
@@ -303,6 +122,17 @@ def paired_runs(learned_opt: lopt_base.LearnedOptimizer, theta: Any,
   return out_curves, out_params
 
 
+def _best_adam(finals: dict[str, float]) -> str:
+  """The "Adam lr=..." label with the lowest final value (NaN counts as worst)."""
+  return min((k for k in finals if k.startswith("Adam")),
+             key=lambda k: np.nan_to_num(finals[k], nan=np.inf))
+
+
+def _lr(label: str) -> float:
+  """The learning rate of an "Adam lr=..." label."""
+  return float(label.split("=")[1])
+
+
 def _test_metrics(task: ClassifierTask, params: Any) -> dict[str, float]:
   """Loss and accuracy on the whole test split."""
   x, y = task.test_arrays
@@ -323,17 +153,17 @@ def run_task(learned_opt: lopt_base.LearnedOptimizer, theta: Any,
   task_curves = {k: v[0] for k, v in losses.items()}
   finals = {k: curves.final_value(v) for k, v in task_curves.items()}
   adam_labels = [k for k in task_curves if k != "learned"]
-  best = min(adam_labels, key=lambda k: np.nan_to_num(finals[k], nan=np.inf))
+  best = _best_adam(finals)
   learned, adam = finals["learned"], finals[best]
   record = {
       "task": spec.name,
       "steps": steps,
       "learned_final": learned,
       "adam_final": adam,
-      "adam_best_lr": float(best.split("=")[1]),
+      "adam_best_lr": _lr(best),
       "ratio": learned / adam if adam > 0 else math.nan,
       "learned_diverged": not math.isfinite(learned),
-      "adam_finals": {k.split("=")[1]: finals[k] for k in adam_labels},
+      "adam_finals": {f"{_lr(k):g}": finals[k] for k in adam_labels},
       "why_heldout": spec.why_heldout,
   }
   if getattr(task, "test_arrays", None) is not None:
@@ -453,3 +283,80 @@ def comparison_markdown(runs: dict[str, Sequence[dict[str, Any]]]) -> str:
   lines.append("| **median** | " + " | ".join(
       f"**{summary(runs[k])['median_ratio']:.3g}**" for k in labels) + " |")
   return "\n".join(lines) + "\n"
+
+
+# --- commands (lopt_selftrain.apps.evaluate)
+
+
+FAMILIES: dict[str, Callable[[], tasks_base.TaskFamily]] = {
+    "quadratic": lambda: quadratics.FixedDimQuadraticFamily(10),
+    "mnist1d_mlp": tasks.MaskedMLPFamily,
+}
+
+
+def task_family(name: str) -> tasks_base.TaskFamily:
+  """The family `name` of `FAMILIES`; ValueError listing the known names."""
+  if name not in FAMILIES:
+    raise ValueError(f"unknown task {name!r}; known tasks: "
+                     f"{', '.join(sorted(FAMILIES))}")
+  return FAMILIES[name]()
+
+
+def family_markdown(task_curves: dict[str, np.ndarray], title: str) -> str:
+  """One row per optimizer (final and mean loss), the best Adam in bold."""
+  best = _best_adam({k: curves.final_value(v) for k, v in task_curves.items()})
+  lines = [f"## {title}", "", f"| optimizer | final loss (last "
+           f"{curves.FINAL_FRACTION:.0%} of steps) | mean loss |",
+           "| --- | ---: | ---: |"]
+  for label, curve in task_curves.items():
+    name = f"**{label}** (best Adam)" if label == best else label
+    lines.append(f"| {name} | {curves.final_value(curve):.4g} | "
+                 f"{float(np.mean(curve)):.4g} |")
+  return "\n".join(lines) + "\n"
+
+
+def evaluate_family(exported: export.Exported, family: tasks_base.TaskFamily,
+                    task: str, steps: int, out_dir: str, num_tasks: int = 1,
+                    seed: int = 0, adam_lrs: Sequence[float] = ADAM_LRS) -> str:
+  """`num_tasks` tasks of `family` (fixed key `seed`), learned vs each Adam lr;
+  writes out_dir/results.md and curves.png (task means); returns the markdown."""
+  if steps < 1 or num_tasks < 1 or not adam_lrs:
+    raise ValueError(f"need steps >= 1, num_tasks >= 1 and an Adam lr, got "
+                     f"{steps}, {num_tasks}, {list(adam_lrs)}")
+  losses, _ = paired_runs(exported.learned_opt, exported.theta, family, steps,
+                          num_tasks, seed, adam_lrs)
+  task_curves = {k: v.mean(0) for k, v in losses.items()}
+  source = exported.provenance
+  title = (f"{task}: {num_tasks} task(s), {steps} steps; learned = member "
+           f"{source.get('member', '?')} at step {source.get('step', '?')}")
+  text = family_markdown(task_curves, title)
+  best = _best_adam({k: curves.final_value(v) for k, v in task_curves.items()})
+  out = out_dir.rstrip("/")
+  files.makedirs(out)
+  files.write_atomic(f"{out}/curves.png", plot(
+      {task: task_curves}, [{"task": task, "adam_best_lr": _lr(best)}], title))
+  files.write_atomic(f"{out}/results.md", text.encode())
+  return text
+
+
+def evaluate_suite(exported: export.Exported, optimizer: str, out_dir: str,
+                   task_names: Sequence[str] = (), steps_scale: float = 1.0,
+                   seed: int = 0, adam_lrs: Sequence[float] = ADAM_LRS) -> str:
+  """Runs the suite (or the named tasks); writes out_dir/heldout.json, .md and
+  heldout_curves.png; returns the markdown."""
+  specs = suite_tasks(task_names)
+  records, all_curves = run_suite(exported.learned_opt, exported.theta, specs,
+                                  steps_scale, seed, adam_lrs)
+  source = exported.provenance
+  title = (f"Held-out suite: {optimizer} (step {source.get('step', '?')}, "
+           f"member {source.get('member', '?')}) vs Adam tuned over "
+           f"{len(adam_lrs)} learning rates")
+  text = markdown(records, title)
+  out = out_dir.rstrip("/")
+  files.makedirs(out)
+  files.write_atomic(f"{out}/heldout.json",
+                     json.dumps(records, indent=1).encode())
+  files.write_atomic(f"{out}/heldout.md", text.encode())
+  files.write_atomic(f"{out}/heldout_curves.png",
+                     plot(all_curves, records, title))
+  return text

@@ -29,7 +29,7 @@ class PBTConfig:
   Attributes:
     enabled: False is the "no PBT" ablation: no exploit/explore; diverged
       members are still replaced (a safety net, not selection).
-    interval: outer steps between evaluation + selection rounds.
+    interval: meta steps between evaluation + selection rounds.
     exploit_fraction: bottom fraction replaced by copies of the top fraction.
     explore_factors: a copied member's self-update step scale is multiplied by
       one of these, drawn uniformly (classic PBT perturbation).

@@ -1,7 +1,7 @@
 """A population of learned optimizers that trains itself (the paper's method).
 
 Data layout: the population is the leading axis of every array in
-`PopulationState`. One outer step is
+`PopulationState`. One meta step is
 
   thetas[N]  --vmap(lo estimator.compute_gradient_estimate)-->  meta-grads[N]
              --jit(vmap(outer optimizer update))-->             thetas'[N]
@@ -14,7 +14,7 @@ or, for the baseline, a hand-designed lo optimizer such as Adam (see
 bad or diverged members.
 
 The task mixture keeps one lo gradient estimator (and persistent unroll state)
-per family; each outer step draws one family with the mixture's weights and
+per family; each meta step draws one family with the mixture's weights and
 advances the whole population on it, so the step stays one vmapped call.
 """
 
@@ -53,7 +53,7 @@ class EstimatorConfig:
   Attributes:
     kind: "pes" (TruncatedPES), "es" (TruncatedES) or "full_es" (FullES).
     num_tasks: inner problems per member per estimate.
-    trunc_length: inner steps per truncation (one outer step).
+    trunc_length: inner steps per truncation (one meta step).
     std: antithetic perturbation scale on theta.
     steps_per_jit: inner steps per jitted lo unroll call.
     trunc_sched: length of an inner problem before it is reset.
@@ -106,7 +106,7 @@ class PopulationState:
       value it met since the last PBT round: an index into FAULTS plus one.
     meta_loss: [N] meta-loss from the latest evaluation (inf before the first).
     key: PRNG key of the run.
-    step: outer step count.
+    step: meta step count.
   """
   outer_opt_state: Any
   estimator_states: tuple[Any, ...]
@@ -160,7 +160,7 @@ class PopulationTrainer:
     pbt_config: population based training settings.
     eval_config: evaluation settings (ranking and logged meta-loss).
     seed: seed of everything random in the run.
-    num_outer_steps: length of the run (also lo's `num_steps` for schedules).
+    num_meta_steps: length of the run (also lo's `num_steps` for schedules).
   """
 
   def __init__(self,
@@ -173,16 +173,16 @@ class PopulationTrainer:
                pbt_config: pbt.PBTConfig | None = None,
                eval_config: evaluation.EvalConfig | None = None,
                seed: int = 0,
-               num_outer_steps: int = 1000):
+               num_meta_steps: int = 1000):
     if population_size < 2:
       raise ValueError(
           f"PopulationTrainer.population_size must be >= 2, got {population_size}")
     if teacher not in TEACHER_MODES:
       raise ValueError(f"PopulationTrainer.teacher must be one of {TEACHER_MODES},"
                        f" got {teacher!r}")
-    if num_outer_steps < 1:
+    if num_meta_steps < 1:
       raise ValueError(
-          f"PopulationTrainer.num_outer_steps must be >= 1, got {num_outer_steps}")
+          f"PopulationTrainer.num_meta_steps must be >= 1, got {num_meta_steps}")
     # Wrapped where lo's compiled updates need it (RNNMLPLOpt, see compat).
     learned_opt = compat.jit_safe(learned_opt)
     self.learned_opt = learned_opt
@@ -196,7 +196,7 @@ class PopulationTrainer:
     self.outer_opt = self.outer.opt
     self.eval_config = eval_config or evaluation.EvalConfig()
     self.seed = seed
-    self.num_outer_steps = num_outer_steps
+    self.num_meta_steps = num_meta_steps
     self.estimators = tuple(self.estimator_config.build(f, learned_opt)
                             for f in task_mixture.families)
     data_stream.make_resumable(task_mixture.families)
@@ -218,7 +218,7 @@ class PopulationTrainer:
     k_theta, k_est, k_run = jax.random.split(jax.random.PRNGKey(self.seed), 3)
     thetas = jax.vmap(self.learned_opt.init)(jax.random.split(k_theta, n))
     state = PopulationState(
-        outer_opt_state=self.outer.init(thetas, self.num_outer_steps),
+        outer_opt_state=self.outer.init(thetas, self.num_meta_steps),
         estimator_states=(), fault=jnp.zeros(n, jnp.int8),
         meta_loss=jnp.full(n, jnp.inf),
         key=k_run, step=jnp.asarray(0, jnp.int32))
@@ -245,16 +245,16 @@ class PopulationTrainer:
     """[N] learned-optimizer weights."""
     return jax.vmap(self.outer_opt.get_params)(state.outer_opt_state)
 
-  # ---- middle loop: one outer step -------------------------------------------
+  # ---- middle loop: one meta step -------------------------------------------
 
   def family_index(self, step: int) -> int:
-    """The family outer step `step` trains on: a host-side draw from the
+    """The family meta step `step` trains on: a host-side draw from the
     mixture, seeded by (seed, step), so a resumed run repeats it."""
     return self.task_mixture.sample_index(np.random.default_rng([self.seed, 1, step]))
 
   def step(self, state: PopulationState, step: int | None = None
            ) -> tuple[PopulationState, jax.Array]:
-    """One outer step of every member: a single jitted call.
+    """One meta step of every member: a single jitted call.
 
     Args:
       state: the population.

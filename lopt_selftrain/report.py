@@ -88,7 +88,7 @@ def results_markdown(results: dict[str, Any]) -> str:
   families = list(results["heldout_adam_inner_final_loss"])
   lines = [
       f"Run {results['date']} on {results['machine']}; base config "
-      f"`{results['base_config']}`, {results['outer_steps']} meta steps per "
+      f"`{results['base_config']}`, {results['meta_steps']} meta steps per "
       f"arm; tuned Adam outer arm: `{results['tuned_adam_outer_arm']}`.", "",
       "Final = mean of the last 10% of the rounds (of the inner steps for "
       "held-out losses); last = the last round.", "",

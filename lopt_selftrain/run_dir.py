@@ -9,7 +9,7 @@ resumes from the newest intact checkpoint. Everything else is refused with
   restores: a fresh start would write over it. `restart=True` first moves the
   old run aside into `previous_runs/<UTC time>/`; nothing is ever deleted.
 - a gin config other than the run's: the resumed run would quietly be another
-  experiment. Extending `PopulationTrainer.num_outer_steps` is allowed;
+  experiment. Extending `PopulationTrainer.num_meta_steps` is allowed;
   `allow_config_change=True` allows any change. An accepted change is saved as
   `operative_config.resumed_at_<step>.gin` (the original stays as it was),
   logged, and returned for the next metrics record.
@@ -31,7 +31,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 PREVIOUS_RUNS = "previous_runs"
 # Bindings a rerun may grow without asking: a longer run of the same experiment.
-EXTENDABLE = ("PopulationTrainer.num_outer_steps",)
+EXTENDABLE = ("PopulationTrainer.num_meta_steps",)
 _RESUMED_CONFIG = re.compile(r"^operative_config\.resumed_at_(\d+)\.gin$")
 
 
@@ -147,14 +147,16 @@ def _move(src: str, dst: str) -> None:
 
 def saved_config(log_dir: str, step: int) -> tuple[str, str] | None:
   """(file name, text) of the config that made checkpoint `step`: the newest
-  accepted change at or before `step`, else the config the run started with."""
+  accepted change at or before `step`, else the config the run started with
+  (renamed bindings under their new names)."""
   names = [n.rstrip("/") for n in files.listdir(log_dir)]
   changes = sorted((int(m.group(1)), n) for n in names
                    if (m := _RESUMED_CONFIG.match(n)) and int(m.group(1)) <= step)
   name = changes[-1][1] if changes else config.OPERATIVE_CONFIG
   if name not in names:
     return None
-  return name, files.read_bytes(_join(log_dir, name)).decode()
+  return name, config.upgrade_saved(
+      files.read_bytes(_join(log_dir, name)).decode())
 
 
 def _check_config(log_dir: str, step: int, config_text: str,

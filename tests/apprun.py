@@ -53,8 +53,8 @@ def app_env(tmp_path_factory) -> dict[str, str]:
 
 def app_command(log_dir: str, *flags: str, gin_configs=(TINY_CONFIG,),
                 bindings=()) -> list[str]:
-  """`python -m lopt_selftrain.train` with the given configs, bindings, flags."""
-  return ([sys.executable, "-m", "lopt_selftrain.train",
+  """`python -m lopt_selftrain.apps.train` with the given configs, bindings, flags."""
+  return ([sys.executable, "-m", "lopt_selftrain.apps.train",
            f"--train_log_dir={log_dir}"]
           + [f"--gin_config={c}" for c in gin_configs]
           + [f"--gin_bindings={b}" for b in bindings] + list(flags))

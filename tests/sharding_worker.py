@@ -27,14 +27,14 @@ import gin  # noqa: E402
 import numpy as np  # noqa: E402
 from test_sharding import WORKER_BINDINGS  # noqa: E402
 
-from lopt_selftrain import config, sharding, train  # noqa: E402
+from lopt_selftrain import config, sharding, training  # noqa: E402
 from lopt_selftrain.population import PopulationTrainer  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 config.parse([os.path.join(REPO, "gin_configs", "tests", "tiny_quadratic.gin")],
              WORKER_BINDINGS)
 trainer = PopulationTrainer()
-state = train.train(trainer, log_dir)
+state = training.train(trainer, log_dir)
 thetas = trainer.thetas(state)
 leaf = jax.tree_util.tree_leaves(thetas)[0]
 placement = {

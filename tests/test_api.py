@@ -5,6 +5,7 @@ imported TensorFlow, lo and every module.
 """
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -13,12 +14,13 @@ import pytest
 import lopt_selftrain
 
 # Prints which heavy or app modules the snippet's imports pulled in. An app is
-# a lopt_selftrain module with a `main` (an absl entry point).
+# a module of lopt_selftrain.apps or any lopt_selftrain module with a `main`.
 _PROBE = """
 import json, sys
 {snippet}
 apps = sorted(n for n, m in list(sys.modules.items())
-              if n.startswith("lopt_selftrain") and hasattr(m, "main"))
+              if n.startswith("lopt_selftrain.apps.")
+              or n.startswith("lopt_selftrain") and hasattr(m, "main"))
 print(json.dumps({{"tensorflow": "tensorflow" in sys.modules,
                   "lo": "learned_optimization" in sys.modules,
                   "apps": apps}}))
@@ -62,10 +64,27 @@ def test_library_names_import_no_app():
   assert loaded["apps"] == []
 
 
-def test_loaders_import_no_other_app():
-  # lopt_selftrain.export holds the loaders next to the export app. Loading
-  # with TensorFlow absent (lo imports it at module level, so: with
-  # launch/no_tensorflow.py's stand-ins) is tested in tests/test_io.py.
+def test_loaders_import_no_app():
+  # Loading with TensorFlow absent is tested in tests/test_io.py.
   loaded = _imports("import lopt_selftrain\n"
                     "lopt_selftrain.load_optax, lopt_selftrain.load_lo_optimizer")
-  assert set(loaded["apps"]) <= {"lopt_selftrain.export"}
+  assert loaded["apps"] == []
+
+
+def test_apps_live_in_apps_and_the_library_has_none():
+  """Every absl entry point is in lopt_selftrain/apps/ (one CLI style: flags
+  defined by `define_flags` when run); no library module defines flags."""
+  package = pathlib.Path(lopt_selftrain.__file__).parent
+  apps = sorted(p.stem for p in (package / "apps").glob("*.py")
+                if p.stem != "__init__")
+  assert apps == ["benchmark", "compare", "evaluate", "export", "gpu_run",
+                  "ship", "step_time", "train"]
+  for name in apps:
+    text = (package / "apps" / f"{name}.py").read_text()
+    assert "def define_flags() -> None:" in text, name
+    assert 'if __name__ == "__main__":\n  define_flags()\n  app.run(main)' in text
+    assert "argparse" not in text, name
+  for path in package.rglob("*.py"):
+    if "apps" not in path.relative_to(package).parts:
+      text = path.read_text()
+      assert "app.run(" not in text and "flags.DEFINE" not in text, path

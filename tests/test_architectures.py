@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from apprun import gin_trainer
 
-from lopt_selftrain import checkpoint, compat, rounds, train
+from lopt_selftrain import checkpoint, compat, rounds, training
 
 LO = "learned_optimization.learned_optimizers."
 # name: (module, gin bindings of a tiny instance). MLPNomLOpt exists on lo's
@@ -77,7 +77,7 @@ def _assert_trees_close(a, b, rtol=2e-5, atol=1e-6):
 def _three_finite_meta_steps(trainer, log_dir):
   """The train app's loop for 3 meta steps (evaluation, PBT round and
   checkpoint at step 3): every metric finite; returns the final state."""
-  final = train.train(trainer, str(log_dir), max_outer_steps=3)
+  final = training.train(trainer, str(log_dir), max_meta_steps=3)
   records = checkpoint.read(str(log_dir / "metrics.jsonl"))
   assert [r["step"] for r in records] == [0, 3]
   for r in records:

@@ -2,7 +2,7 @@
 traceback, and the log dir's existing files (checkpoints above all) left byte
 for byte as they were.
 
-Every row is a real `python -m lopt_selftrain.train` process; they all run in
+Every row is a real `python -m lopt_selftrain.apps.train` process; they all run in
 parallel (module fixture), and each row is then checked by its own test.
 """
 
@@ -15,7 +15,7 @@ import apprun
 import gin
 import pytest
 
-from lopt_selftrain import checkpoint, config, train
+from lopt_selftrain import checkpoint, config, training
 
 WAIT_S = 600
 
@@ -101,7 +101,7 @@ def _trained(tmp, env):
   """A run dir of 3 steps of the tiny config, trained by the app (checkpoints
   at steps 0 and 3, 2 metrics records, operative_config.gin)."""
   log_dir = tmp / "trained"
-  status, err = _run(apprun.app_command(str(log_dir), "--max_outer_steps=3"),
+  status, err = _run(apprun.app_command(str(log_dir), "--max_meta_steps=3"),
                      env, tmp / "app_trained")
   assert status == 0, err[-3000:]
   return log_dir
@@ -133,7 +133,7 @@ def _dead_row(tmp, env):
       str(log_dir), bindings=["MLPLOpt.step_mult = 1e30"]), env, tmp / "app")
   after = _snapshot(log_dir)
   fixed_status, fixed_err = _run(
-      apprun.app_command(str(log_dir), "--max_outer_steps=0"), env,
+      apprun.app_command(str(log_dir), "--max_meta_steps=0"), env,
       tmp / "app_fixed")
   assert fixed_status == 0, fixed_err[-3000:]
   steps = [r["step"] for r in checkpoint.read(str(log_dir / "metrics.jsonl"))]
@@ -147,7 +147,7 @@ def results(tmp_path_factory):
   The log dirs start as copies of a short in-process run of the tiny config.
   """
   seed_dir = tmp_path_factory.mktemp("seed")
-  train.train(apprun.gin_trainer(), str(seed_dir), max_outer_steps=0)
+  training.train(apprun.gin_trainer(), str(seed_dir), max_meta_steps=0)
   env = apprun.app_env(tmp_path_factory)
   with concurrent.futures.ThreadPoolExecutor(len(ROWS) + 4) as pool:
     futures = {name: pool.submit(_bad_row, name, seed_dir,

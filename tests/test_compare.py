@@ -28,7 +28,7 @@ def test_tiny_compare_writes_figures_and_tables(tmp_path):
   out = str(tmp_path / "cmp")
   results = compare.compare(
       out, os.path.join(REPO, "gin_configs", "selftrain_cpu_demo.gin"), TINY,
-      outer_steps=2, adam_outer_lrs=["1e-3"], adam_inner_lrs=["1e-2"],
+      meta_steps=2, adam_outer_lrs=["1e-3"], adam_inner_lrs=["1e-2"],
       heldout_tasks=2, heldout_steps=5, throughput_steps=1)
   for name in ("figure_meta_loss.png", "figure_inner_curves.png",
                "results.md", "results.json"):
@@ -69,7 +69,7 @@ def test_tiny_compare_over_seeds_writes_each_seed_and_the_summary(tmp_path):
   summary = compare.compare_seeds(
       out, [3, 4], TINY,
       base_config=os.path.join(REPO, "gin_configs", "selftrain_cpu_demo.gin"),
-      outer_steps=2, adam_outer_lrs=["1e-3"], adam_inner_lrs=["1e-2"],
+      meta_steps=2, adam_outer_lrs=["1e-3"], adam_inner_lrs=["1e-2"],
       heldout_tasks=2, heldout_steps=5, throughput_steps=0, with_no_pbt=False)
   for seed in (3, 4):
     with open(os.path.join(out, f"seed_{seed}", "results.json")) as f:
@@ -139,7 +139,7 @@ def test_arm_dir_resumes_only_the_same_config(tmp_path):
   compare.claim_arm_dir(arm, "A = 1\n")
   compare.claim_arm_dir(arm, "A = 1\n")  # an interrupted run resumes
   compare.claim_arm_dir(  # a longer run extends it
-      arm, "A = 1\nPopulationTrainer.num_outer_steps = 900\n")
+      arm, "A = 1\nPopulationTrainer.num_meta_steps = 900\n")
   with pytest.raises(ValueError, match="holds a run of another config"):
     compare.claim_arm_dir(arm, "A = 2\n")
   with open(os.path.join(arm, compare.ARM_CONFIG)) as f:

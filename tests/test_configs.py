@@ -1,4 +1,4 @@
-"""Every shipped gin config parses and runs 2 outer steps; the demo is pure
+"""Every shipped gin config parses and runs 2 meta steps; the demo is pure
 self-training (asserted on the built objects, not on the text)."""
 
 import glob
@@ -9,7 +9,7 @@ import jax
 import pytest
 from learned_optimization.optimizers import base as opt_base
 
-from lopt_selftrain import checkpoint, config, population, train
+from lopt_selftrain import checkpoint, config, population, training
 from lopt_selftrain.self_update import SelfUpdate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +20,7 @@ SMALL_EVAL = ["EvalConfig.num_tasks = 2", "EvalConfig.num_steps = 4"]
 # 79k parameters); on CPU they run with 2 members x 2 tasks and the six
 # families of mix_paper.gin that need no TFDS files; estimator, truncation
 # schedule and PBT are as configured. (The TFDS families are exercised with
-# mock data in test_tasks.py; the full mix under tfds' mock data hung in
+# mock data in test_families.py and test_data.py; the full mix under tfds' mock data hung in
 # PopulationTrainer.init on CPU, which is not yet understood.)
 SMALL_PAPER = [
     "PopulationTrainer.population_size = 2", "EstimatorConfig.num_tasks = 2",
@@ -60,9 +60,9 @@ def test_there_are_configs_to_check():
 
 
 @pytest.mark.parametrize("path", TOP_LEVEL_CONFIGS, ids=os.path.basename)
-def test_config_parses_and_runs_two_outer_steps(path, tmp_path):
+def test_config_parses_and_runs_two_meta_steps(path, tmp_path):
   trainer = _build(path, SMALL_EVAL + (SMALL_PAPER if "paper" in path else []))
-  train.train(trainer, str(tmp_path), max_outer_steps=2)
+  training.train(trainer, str(tmp_path), max_meta_steps=2)
   steps = [r["step"] for r in checkpoint.read(str(tmp_path / "metrics.jsonl"))]
   assert steps == [0, 2]
   assert checkpoint.list_steps(str(tmp_path / "checkpoints"))[-1] == 2

@@ -3,6 +3,7 @@
 import os
 import pathlib
 import re
+import shutil
 
 import flax.linen as nn
 import gin
@@ -15,7 +16,9 @@ from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.learned_optimizers import mlp_lopt
 from test_architectures import ARCHITECTURES, class_path, skip_unless_available
 
-from lopt_selftrain import config, evaluate, export, train
+from lopt_selftrain import config, export, heldout, training
+from lopt_selftrain.apps import evaluate as evaluate_app
+from lopt_selftrain.apps import export as export_app
 from lopt_selftrain.population import PopulationTrainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,7 +35,7 @@ PopulationTrainer.task_mixture = @TaskMixture()
 TaskMixture.families = [@FixedDimQuadraticFamily()]
 FixedDimQuadraticFamily.dim = 10
 PopulationTrainer.population_size = 2
-PopulationTrainer.num_outer_steps = 2
+PopulationTrainer.num_meta_steps = 2
 PopulationTrainer.estimator = @EstimatorConfig()
 EstimatorConfig.kind = 'es'  # Compiles faster than PES; export does not care.
 EstimatorConfig.num_tasks = 2
@@ -228,7 +231,7 @@ def tiny_run(tmp_path_factory):
   trainer = PopulationTrainer()
   config.RunConfig()  # The app builds it too, so the operative config binds it.
   config.write_operative_config(log_dir)
-  state = train.train(trainer, log_dir, max_outer_steps=2)
+  state = training.train(trainer, log_dir, max_meta_steps=2)
   gin.clear_config()
   return log_dir, np.asarray(state.meta_loss), trainer.thetas(state)
 
@@ -256,6 +259,32 @@ def test_export_from_a_real_run(tiny_run, tmp_path):
   assert all(np.isfinite(u).all() for u in jax.tree_util.tree_leaves(updates))
 
 
+def test_run_dir_saved_under_old_names_exports_and_resumes(tiny_run, tmp_path):
+  """A run dir whose config says `num_outer_steps` (before the rename) still
+  exports, and resumes without counting the rename as a config change."""
+  log_dir, meta_loss, _ = tiny_run
+  old = tmp_path / "old_run"
+  shutil.copytree(log_dir, old)
+  saved = old / config.OPERATIVE_CONFIG
+  text = saved.read_text()
+  assert "PopulationTrainer.num_meta_steps" in text
+  saved.write_text(text.replace("PopulationTrainer.num_meta_steps",
+                                "PopulationTrainer.num_outer_steps"))
+  provenance = export.export_run(str(old), str(tmp_path / "old.lopt"))
+  assert provenance["meta_loss"] == pytest.approx(float(np.min(meta_loss)))
+  gin.clear_config()
+  config.parse([], [TINY_RUN])
+  trainer = PopulationTrainer()
+  config.RunConfig()
+  # Same config under the new name: resumes at step 2 (the run's end) with
+  # no recorded change; a change would raise RunDirError or save a file.
+  state = training.train(trainer, str(old),
+                         config_text=gin.operative_config_str())
+  assert int(state.step) == 2
+  assert not list(old.glob("operative_config.resumed_at_*"))
+  gin.clear_config()
+
+
 def _run_app(cli, capsys, *args):
   """(exit code, stderr) of an app's `cli` that is expected to fail."""
   with pytest.raises(SystemExit) as exit_info:
@@ -266,21 +295,21 @@ def _run_app(cli, capsys, *args):
 def test_export_app(tiny_run, tmp_path, capsys):
   log_dir, meta_loss, _ = tiny_run
   out = str(tmp_path / "x.lopt")
-  export.cli(log_dir, out, 0)
+  export_app.cli(log_dir, out, 0)
   assert capsys.readouterr().out == (f"exported member 0 of step 2 (meta-loss "
                                      f"{meta_loss[0]:.4g}) to {out}\n")
   assert export.read(out).provenance["member"] == 0
   os.remove(out)
   # Errors: one line, exit status 2, nothing written.
-  code, err = _run_app(export.cli, capsys, log_dir, out, 2)
+  code, err = _run_app(export_app.cli, capsys, log_dir, out, 2)
   assert code == 2 and err == ("error: --member=2 is out of range: the "
                                "population has 2 members (0..1)")
-  code, err = _run_app(export.cli, capsys, str(tmp_path / "nope"), out, None)
+  code, err = _run_app(export_app.cli, capsys, str(tmp_path / "nope"), out, None)
   assert code == 2 and err.startswith("error: run dir") and "\n" not in err
   (tmp_path / "empty").mkdir()
   (tmp_path / "empty" / config.OPERATIVE_CONFIG).write_text(
       (pathlib.Path(log_dir) / config.OPERATIVE_CONFIG).read_text())
-  code, err = _run_app(export.cli, capsys, str(tmp_path / "empty"), out, None)
+  code, err = _run_app(export_app.cli, capsys, str(tmp_path / "empty"), out, None)
   assert code == 2 and err.endswith("holds no checkpoint")
   assert not os.path.exists(out)
   gin.clear_config()
@@ -290,9 +319,9 @@ def test_evaluate_compares_with_adam(tmp_path, capsys):
   path = str(tmp_path / "adam.lopt")
   _write(path, ADAM_SPEC)
   out_dir = tmp_path / "eval"
-  text = evaluate.run(export.read(path), evaluate.task_family("quadratic"),
-                      "quadratic", steps=30, out_dir=str(out_dir),
-                      adam_lrs=[1e-3, 1e-2, 1e-1])
+  text = heldout.evaluate_family(
+      export.read(path), heldout.task_family("quadratic"), "quadratic",
+      steps=30, out_dir=str(out_dir), adam_lrs=[1e-3, 1e-2, 1e-1])
   assert (out_dir / "results.md").read_text() == text
   assert (out_dir / "curves.png").read_bytes().startswith(b"\x89PNG")
   rows = {r.split("|")[1].strip(): r.split("|")[2:]
@@ -303,7 +332,7 @@ def test_evaluate_compares_with_adam(tmp_path, capsys):
   # The exported LearnableAdam(lr=0.01) is that Adam: same tasks, same curve.
   adam_001 = next(v for k, v in rows.items() if "lr=0.01" in k)
   assert rows["learned"] == adam_001
-  code, err = _run_app(evaluate.cli, capsys, path, "nope", 10, None, 1, 0,
+  code, err = _run_app(evaluate_app.cli, capsys, path, "nope", 10, None, 1, 0,
                        ["1e-3"])
   assert code == 2 and err == ("error: unknown task 'nope'; known tasks: "
                                "mnist1d_mlp, quadratic")

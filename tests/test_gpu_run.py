@@ -19,10 +19,10 @@ from lopt_selftrain import (
   config,
   export,
   gpu_report,
-  gpu_run,
   roofline,
-  train,
+  training,
 )
+from lopt_selftrain.apps import gpu_run
 from lopt_selftrain.population import PopulationTrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def test_gpu_configs_run_two_meta_steps(name, outer, tmp_path):
   assert trainer.outer_optimizer_name == outer
   assert trainer.task_mixture.names == ("mnist1d_mlp128", "quadratic100")
   assert isinstance(schedule, truncation_schedule.LogUniformLengthSchedule)
-  state = train.train(trainer, str(tmp_path), max_outer_steps=2,
+  state = training.train(trainer, str(tmp_path), max_meta_steps=2,
                       run_config=config.RunConfig())
   assert int(state.step) == 2
   assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1]
@@ -203,7 +203,7 @@ def test_targets_from_rows():
   assert t["population_vs_fused"]["value"] == {8: 0.5, 64: 1.25}
   assert t["population_vs_fused"]["met"] is False
   assert t["roofline"]["population_size"] == 8 and t["roofline"]["met"] is False
-  assert t["long_run"]["met"] is False and t["long_run"]["outer_steps"] == 50
+  assert t["long_run"]["met"] is False and t["long_run"]["meta_steps"] == 50
   assert gpu_report.targets(None, None)["long_run"]["met"] is None
 
 

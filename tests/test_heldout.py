@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from learned_optimization.learned_optimizers import base as lopt_base
 
-from lopt_selftrain import evaluate, export, heldout
+from lopt_selftrain import export, heldout
+from lopt_selftrain.apps import evaluate
+from lopt_selftrain.tasks import heldout as heldout_tasks
 
 ADAM_SPEC = export.LearnedOptSpec.of(lopt_base.LearnableAdam, initial_lr=0.01,
                                      use_summary=False)
@@ -25,15 +27,15 @@ def adam_file(tmp_path_factory):
 
 
 def test_suite_is_large_enough_and_held_out():
-  names = [t.name for t in heldout.SUITE]
+  names = [t.name for t in heldout_tasks.SUITE]
   assert len(names) >= 6 and len(set(names)) == len(names)
   assert {"digits_mlp", "digits_conv", "digits_mlp_wide_deep"} <= set(names)
-  assert min(t.steps for t in heldout.SUITE) >= 1000  # >= 10x the demo's 100
+  assert min(t.steps for t in heldout_tasks.SUITE) >= 1000  # >= 10x the demo's 100
   with pytest.raises(ValueError, match="unknown held-out task"):
-    heldout.suite_tasks(["digits_mlp", "mnist1d"])
+    heldout_tasks.suite_tasks(["digits_mlp", "mnist1d"])
 
 
-@pytest.mark.parametrize("spec", heldout.SUITE, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", heldout_tasks.SUITE, ids=lambda s: s.name)
 def test_every_task_builds_and_its_loss_is_finite(spec):
   task = spec.build()
   params = task.init(jax.random.PRNGKey(0))
@@ -44,7 +46,7 @@ def test_every_task_builds_and_its_loss_is_finite(spec):
 
 
 def test_sklearn_splits_are_disjoint_and_standardised():
-  (x, y), (x_test, y_test) = heldout.sklearn_arrays("digits")
+  (x, y), (x_test, y_test) = heldout_tasks.sklearn_arrays("digits")
   assert x.shape[1:] == (8, 8, 1) and len(y) + len(y_test) == 1797
   np.testing.assert_allclose(x.reshape(len(x), -1).mean(0), 0, atol=1e-4)
   rows = {r.tobytes() for r in x.reshape(len(x), -1)}

@@ -243,38 +243,43 @@ def test_local_checkpoints_and_files_never_import_tensorflow(tmp_path):
   assert "tensorflow modules: []" in result.stdout
 
 
-# lo itself imports TensorFlow at module level (learned_optimization.summary,
-# in 0.0.1 and at HEAD), so "TensorFlow absent" means what it does for the apps:
-# launch/no_tensorflow.py's stand-ins, here with tf.io.gfile and tf.errors made
-# placeholders that raise when used, so the export path must not touch them.
+# TensorFlow absent: the path finder does not see it (find_spec is None, an
+# import fails), and no launch script runs. `import lopt_selftrain` imports lo's few modules that
+# import TensorFlow with stand-ins and takes them out again (no_tensorflow).
 _EXPORT_WITHOUT_TENSORFLOW = """
-import sys
-sys.path.insert(0, "launch")
-import no_tensorflow
-for name in list(no_tensorflow.IMPLEMENTED):
-  if name.startswith(("tensorflow.io", "tensorflow.errors")):
-    del no_tensorflow.IMPLEMENTED[name]
-sys.modules["tensorflow"] = None  # hides an installed TensorFlow from install()
-assert no_tensorflow.install()
-del sys.modules["tensorflow"]
+import importlib.machinery, importlib.util, sys
 
+class NoTensorFlow(importlib.machinery.PathFinder):
+  @classmethod
+  def find_spec(cls, name, path=None, target=None):
+    if name.split(".")[0] in ("tensorflow", "tensorflow_datasets"):
+      return None
+    return super().find_spec(name, path, target)
+
+sys.meta_path[:] = [NoTensorFlow if f is importlib.machinery.PathFinder else f
+                    for f in sys.meta_path]
+assert importlib.util.find_spec("tensorflow") is None
 import jax, jax.numpy as jnp, optax
-from lopt_selftrain import export
+import lopt_selftrain
 from learned_optimization.learned_optimizers import base as lopt_base
+from lopt_selftrain import export
 spec = export.LearnedOptSpec.of(lopt_base.LearnableAdam, initial_lr=0.01,
                                 use_summary=False)
 path = sys.argv[1] + "/adam.lopt"
 export.write(path, spec, spec.build().init(jax.random.PRNGKey(0)), {"s": 1})
 assert export.read(path).provenance == {"s": 1}
-tx = export.load_optax(path)
+tx = lopt_selftrain.load_optax(path)
 params = {"w": jnp.ones(3)}
 grads = {"w": jnp.ones(3)}
 updates, _ = jax.jit(tx.update)(grads, tx.init(params), params, loss=1.0)
 assert float(updates["w"][0]) < 0, updates
-assert type(sys.modules["tensorflow"]).__name__ == "_StandInModule"
-apps = [m for m in ("lopt_selftrain.train", "lopt_selftrain.compare",
-                    "lopt_selftrain.evaluate", "lopt_selftrain.benchmark")
-        if m in sys.modules]
+assert not [m for m in sys.modules if m.split(".")[0] == "tensorflow"]
+try:
+  import tensorflow  # noqa: F401
+  raise AssertionError("a stand-in outlived lo's import")
+except ModuleNotFoundError:
+  pass
+apps = [m for m in sys.modules if m.startswith("lopt_selftrain.apps")]
 print("apps:", apps)
 """
 

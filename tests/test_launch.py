@@ -202,7 +202,7 @@ def test_run(gcloud_log, accelerator, multihost):
     BINDING,
     "--log-dir",
     LOG_DIR,
-    "--max-outer-steps",
+    "--max-meta-steps",
     "100",
   )
   assert line.startswith(
@@ -212,11 +212,11 @@ def test_run(gcloud_log, accelerator, multihost):
   train = [
     ".venv/bin/python",
     "-m",
-    "lopt_selftrain.train",
+    "lopt_selftrain.apps.train",
     f"--gin_config={GIN}",
     "--gin_config=gin_configs/extra.gin",
     f"--gin_bindings={BINDING}",
-    "--max_outer_steps=100",
+    "--max_meta_steps=100",
     f"--train_log_dir={LOG_DIR}",
   ] + ["--multihost"] * multihost
   assert remote_command(line) == [
@@ -262,7 +262,7 @@ def test_run_command_works_in_a_shell(gcloud_log, tmp_path):
     time.sleep(0.05)
   assert log.read_text().splitlines() == [
     "-m",
-    "lopt_selftrain.train",
+    "lopt_selftrain.apps.train",
     f"--gin_config={GIN}",
     f"--gin_bindings={BINDING}",
     f"--train_log_dir={LOG_DIR}",

@@ -1,4 +1,5 @@
-"""launch/no_tensorflow.py: the apps run where TensorFlow cannot be installed."""
+"""lopt_selftrain.no_tensorflow and launch/no_tensorflow.py: the apps run
+where TensorFlow cannot be installed."""
 
 import json
 import subprocess
@@ -8,9 +9,9 @@ from pathlib import Path
 import apprun
 import pytest
 
+from lopt_selftrain import no_tensorflow
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "launch"))
-import no_tensorflow  # noqa: E402
 
 
 def stand_in(name: str):
@@ -73,12 +74,10 @@ def test_summaries_are_no_ops_and_anything_else_raises_when_called():
 
 
 HIDE_TENSORFLOW_AND_RUN = """
-import sys
+import os, sys
+os.environ["LOPT_HIDE_TENSORFLOW"] = "1"  # the installed TensorFlow counts as missing
 sys.path.insert(0, {launch!r})
-import no_tensorflow
-sys.modules["tensorflow"] = None  # hides the installed TensorFlow from install()
-assert no_tensorflow.install()
-del sys.modules["tensorflow"]
+import no_tensorflow  # launch/no_tensorflow.py, the runner
 sys.argv[1:] = {argv!r}
 try:
   no_tensorflow.main()
@@ -90,7 +89,7 @@ finally:  # absl's app.run exits
 def test_train_app_runs_without_tensorflow(tmp_path, tmp_path_factory):
   log_dir = tmp_path / "run"
   argv = apprun.app_command(str(log_dir), bindings=(
-      "PopulationTrainer.num_outer_steps = 3",))[2:]
+      "PopulationTrainer.num_meta_steps = 3",))[2:]
   script = HIDE_TENSORFLOW_AND_RUN.format(launch=str(REPO / "launch"),
                                           argv=argv)
   result = subprocess.run([sys.executable, "-c", script],

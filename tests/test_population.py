@@ -18,7 +18,7 @@ from lopt_selftrain import (
   pbt,
   population,
   rounds,
-  train,
+  training,
 )
 from lopt_selftrain.self_update import SelfUpdate
 from lopt_selftrain.tasks import TaskMixture
@@ -37,7 +37,7 @@ def _trainer(outer_opt=None, teacher="self", population_size=N, **pbt_kwargs):
           trunc_sched=truncation_schedule.ConstantTruncationSchedule(20)),
       pbt_config=pbt.PBTConfig(interval=2, **pbt_kwargs),
       eval_config=evaluation.EvalConfig(num_tasks=2, num_steps=8),
-      seed=3, num_outer_steps=6)
+      seed=3, num_meta_steps=6)
 
 
 def _member(tree, i):
@@ -176,7 +176,7 @@ def test_all_members_diverged_restores_last_good_population(tmp_path,
     return state, loss
 
   monkeypatch.setattr(trainer, "step", step)
-  final = train.train(trainer, str(tmp_path), max_outer_steps=6,
+  final = training.train(trainer, str(tmp_path), max_meta_steps=6,
                       run_config=config.RunConfig(checkpoint_interval=2,
                                                   keep_checkpoints=4))
   records = checkpoint.read(str(tmp_path / "metrics.jsonl"))

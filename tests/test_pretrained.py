@@ -46,7 +46,7 @@ def test_ship_adds_provenance_and_json(tmp_path):
 
   from learned_optimization.learned_optimizers import base as lopt_base  # pylint: disable=g-import-not-at-top
 
-  from lopt_selftrain.pretrained import ship  # pylint: disable=g-import-not-at-top
+  from lopt_selftrain.apps import ship  # pylint: disable=g-import-not-at-top
 
   spec = export.LearnedOptSpec.of(lopt_base.LearnableAdam, initial_lr=0.01,
                                   use_summary=False)

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lopt_selftrain import checkpoint, config, rounds, run_dir, train
+from lopt_selftrain import checkpoint, config, rounds, run_dir, training
 
 INTERVAL = 3  # PBTConfig.interval = RunConfig.checkpoint_interval, tiny config
 STEPS = 150  # a few seconds of training per process once compiled
 BINDINGS = apprun.MNIST1D_BINDINGS + (
-    f"PopulationTrainer.num_outer_steps = {STEPS}",)
+    f"PopulationTrainer.num_meta_steps = {STEPS}",)
 ROUNDS = list(range(0, STEPS + 1, INTERVAL))
 WAIT_S = 600  # for one process to reach a step, on a loaded 2-core machine
 
@@ -170,7 +170,7 @@ def small_trainer():
   return apprun.gin_trainer(
       "PopulationTrainer.population_size = 3",
       "PBTConfig.exploit_fraction = 0.0",
-      f"PopulationTrainer.num_outer_steps = {NONFINITE_STEPS}")
+      f"PopulationTrainer.num_meta_steps = {NONFINITE_STEPS}")
 
 
 def _poison_rows(tree, members, value, when=True):
@@ -239,7 +239,7 @@ def _tensorboard_scalars(log_dir, prefix):
 def test_nonfinite_members_are_replaced_and_logged(
     tmp_path, monkeypatch, small_trainer, inject, value, members):
   inject(small_trainer, monkeypatch, members, value)
-  final = train.train(small_trainer, str(tmp_path),
+  final = training.train(small_trainer, str(tmp_path),
                       run_config=config.RunConfig(checkpoint_interval=INTERVAL))
 
   records = checkpoint.read(str(tmp_path / "metrics.jsonl"))
@@ -288,7 +288,7 @@ def impatient_trainer():
       "PopulationTrainer.population_size = 3",
       "PBTConfig.exploit_fraction = 0.0",
       "PBTConfig.max_restores_in_a_row = 2",
-      f"PopulationTrainer.num_outer_steps = {NONFINITE_STEPS}")
+      f"PopulationTrainer.num_meta_steps = {NONFINITE_STEPS}")
 
 
 def test_population_that_keeps_diverging_stops_and_keeps_what_it_wrote(
@@ -296,7 +296,7 @@ def test_population_that_keeps_diverging_stops_and_keeps_what_it_wrote(
   _inject_into_weights(impatient_trainer, monkeypatch, (0, 1, 2), math.inf,
                        every=True)
   with pytest.raises(rounds.DeadPopulationError) as raised:
-    train.train(impatient_trainer, str(tmp_path),
+    training.train(impatient_trainer, str(tmp_path),
                 run_config=config.RunConfig(checkpoint_interval=INTERVAL))
   message = str(raised.value)
   assert "\n" not in message
@@ -322,7 +322,7 @@ CONFIG = """
 # Parameters for PBTConfig:
 PBTConfig.exploit_fraction = 0.5
 PBTConfig.explore_factors = (0.8, 1.25)
-PopulationTrainer.num_outer_steps = 12
+PopulationTrainer.num_meta_steps = 12
 PopulationTrainer.task_mixture = %MIX
 MIX = @TaskMixture()
 TaskMixture.families = \\
@@ -371,13 +371,13 @@ def test_resume_accepts_a_longer_run_and_records_the_change(tmp_path):
   assert begin.restored[0] == 3
   assert begin.config_change == {
       "resumed_at": 3, "file": "operative_config.resumed_at_000000003.gin",
-      "bindings": {"PopulationTrainer.num_outer_steps": ["12", "20"]}}
+      "bindings": {"PopulationTrainer.num_meta_steps": ["12", "20"]}}
   assert (log_dir / "operative_config.gin").read_text() == CONFIG
   assert (log_dir / begin.config_change["file"]).read_text() == longer
   # The next rerun compares with the accepted change, not the original.
   assert run_dir.start(str(log_dir), target, longer).config_change is None
   before = _snapshot(log_dir)
-  with pytest.raises(config.RunDirError, match=r"num_outer_steps: 20 -> 15"):
+  with pytest.raises(config.RunDirError, match=r"num_meta_steps: 20 -> 15"):
     run_dir.start(str(log_dir), target, CONFIG.replace("= 12", "= 15"))
   assert _snapshot(log_dir) == before
 

@@ -21,7 +21,7 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 ATOL = 1e-6
 # tests/sharding_worker.py's bindings on the tiny config.
 WORKER_BINDINGS = ("PopulationTrainer.population_size = 8",
-                   "PopulationTrainer.num_outer_steps = 6",
+                   "PopulationTrainer.num_meta_steps = 6",
                    "PBTConfig.exploit_fraction = 0.25")
 
 

@@ -3,11 +3,11 @@
 lo's gradient estimators (TruncatedPES, ...) take ONE task family each, because
 their persistent unroll state holds parameters of that family's shapes. So the
 population trainer keeps one estimator, with its own unroll state, per family
-of the mixture, and every outer step draws ONE family index with
+of the mixture, and every meta step draws ONE family index with
 `sample_index` (probability = weight) and advances the whole vmapped
 population on that family's estimator. The population step stays a single
-vmapped computation, and an outer step costs one family, not the sum of all.
-Weights are therefore the long-run fractions of outer steps spent per family.
+vmapped computation, and a meta step costs one family, not the sum of all.
+Weights are therefore the long-run fractions of meta steps spent per family.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-r"""absl app: wall time of one jitted, vmapped inner step per family of a mixture.
+r"""Wall time of one jitted, vmapped inner step per family of a mixture.
 
 Why: the population trainer spends nearly all its time in inner steps of
 `num_tasks` vmapped tasks, so this per-family number decides which families
@@ -6,7 +6,7 @@ fit a CPU demo and sets sensible mixture weights. Measures loss + gradient +
 an Adam update for `num_tasks` tasks in one jit (compile excluded; median of
 repeats), on whatever device JAX uses.
 
-    python -m lopt_selftrain.tasks.step_time \
+    python -m lopt_selftrain.apps.step_time \
         [--gin_config=gin_configs/tasks/mix_cpu_demo.gin] [--num_tasks=8]
 """
 
@@ -15,17 +15,15 @@ from __future__ import annotations
 import os
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 import optax
-from absl import app, flags
 from learned_optimization import training
 from learned_optimization.tasks import base
 
-from lopt_selftrain import config
 from lopt_selftrain.tasks.mixture import TaskMixture
 
 DEMO_GIN = (pathlib.Path(__file__).resolve().parents[2] / "gin_configs" /
@@ -106,40 +104,3 @@ def markdown_table(mixture: TaskMixture, num_tasks: int, repeats: int) -> str:
     rows.append(f"| {name} | {weight:.2f} | {r['params']} | "
                 f"{r['compile_s']:.2f} | {r['median_ms']:.3f} |")
   return "\n".join(rows)
-
-
-def cli(gin_configs: Sequence[str], gin_bindings: Sequence[str],
-        num_tasks: int, repeats: int) -> None:
-  """The app minus flag parsing: the table, or `error: ...` and exit 2."""
-  try:
-    if num_tasks < 1 or repeats < 1:
-      raise ValueError(f"--num_tasks and --repeats must be >= 1, got "
-                       f"{num_tasks} and {repeats}")
-    config.parse(list(gin_configs) or [str(DEMO_GIN)], gin_bindings)
-    mixture = TaskMixture()
-  except Exception as e:  # noqa: BLE001  -- start-up errors: one clear line.
-    config.exit_with_error(e)
-  print(markdown_table(mixture, num_tasks, repeats))
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  """The app's flags; defined only when run as an app, so imports never clash."""
-  flags.DEFINE_multi_string("gin_config", [], "Gin file(s) binding TaskMixture "
-                            f"(default {DEMO_GIN}).")
-  flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
-  flags.DEFINE_integer("num_tasks", 8, "Tasks vmapped in one inner step.")
-  flags.DEFINE_integer("repeats", 50, "Timed steps per family (median).")
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  cli(FLAGS.gin_config, FLAGS.gin_bindings, FLAGS.num_tasks, FLAGS.repeats)
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import gin
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 from learned_optimization.tasks.datasets import base as datasets_base
 
 from lopt_selftrain.tasks import data
@@ -37,6 +35,9 @@ class DatasetNotFoundError(ValueError):
 def _load_split(name: str, split: str, data_dir: str | None,
                 image_size: tuple[int, int] | None):
   """(images, labels, info) of one split, read fully into numpy arrays."""
+  # Imported here: only TFDS configs need TensorFlow (see no_tensorflow).
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   searched = data_dir or tfds.core.constants.DATA_DIR
   try:
     ds, info = tfds.load(name, split=split, data_dir=data_dir, download=False,

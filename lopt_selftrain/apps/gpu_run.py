@@ -1,6 +1,6 @@
 r"""absl app: everything a lent GPU should measure, in one budgeted command.
 
-  python launch/no_tensorflow.py lopt_selftrain.gpu_run --out_dir=DIR \
+  python launch/no_tensorflow.py lopt_selftrain.apps.gpu_run --out_dir=DIR \
       [--seconds=540] [--tiny]          (launch/gpu_run.sh wraps this)
 
 Phases, each its own process with its own deadline (`budget.run_phases`):
@@ -10,12 +10,12 @@ Phases, each its own process with its own deadline (`budget.run_phases`):
               peaks, peak device memory (`scaling.population_scaling`);
   compare     self-training + PBT vs Adam outer-training (lr grid) from the
               GPU config, advanced in rounds so every arm has the same number
-              of outer steps when the deadline comes; each round ends in a
+              of meta steps when the deadline comes; each round ends in a
               checkpoint, so a rerun resumes; then `compare.compare` writes its
               figures and tables for the steps reached;
   heldout     the self-trained optimizer (best member of selftrain_pbt) is
-              exported and, if the held-out suite exists, evaluated with
-              `lopt_selftrain.evaluate --suite=heldout`.
+              exported and evaluated with
+              `lopt_selftrain.apps.evaluate --suite=heldout`.
 summary.json / summary.md in --out_dir are rewritten after every measurement
 and phase (`gpu_report`), so whenever the budget ends they are complete.
 --tiny shrinks the configs (gin_configs/gpu/tiny_cpu.gin) for a CPU test.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -42,7 +41,8 @@ FLAGS = flags.FLAGS
 PHASES = (("throughput", 0.3), ("compare", 0.55), ("heldout", 0.15))
 TINY_BINDING = "include 'gin_configs/gpu/tiny_cpu.gin'"
 SELFTRAIN_ARM = "selftrain_pbt"
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 RUNNER = os.path.join(REPO_ROOT, "launch", "no_tensorflow.py")
 
 
@@ -62,10 +62,10 @@ def define_flags() -> None:
                     "Learning rates of the Adam outer-trained arms.")
   flags.DEFINE_list("adam_inner_lrs", ["1e-3", "1e-2"],
                     "Hand-designed Adam lrs of compare's held-out curves.")
-  flags.DEFINE_integer("chunk_steps", 0, "Outer steps per arm per round "
+  flags.DEFINE_integer("chunk_steps", 0, "Meta steps per arm per round "
                        "(0: twice the PBT interval).")
-  flags.DEFINE_integer("max_outer_steps", None, "Stop the arms here even if "
-                       "time is left (default: the config's num_outer_steps; "
+  flags.DEFINE_integer("max_meta_steps", None, "Stop the arms here even if "
+                       "time is left (default: the config's num_meta_steps; "
                        "tiny: 8).")
   flags.DEFINE_integer("heldout_tasks", 8, "compare's held-out tasks per family.")
   flags.DEFINE_integer("heldout_steps", 200, "compare's held-out inner steps.")
@@ -88,7 +88,7 @@ def settings() -> dict[str, Any]:
       "adam_outer_lrs": list(FLAGS.adam_outer_lrs),
       "adam_inner_lrs": list(FLAGS.adam_inner_lrs),
       "chunk_steps": FLAGS.chunk_steps,
-      "max_outer_steps": FLAGS.max_outer_steps or (8 if tiny else None),
+      "max_meta_steps": FLAGS.max_meta_steps or (8 if tiny else None),
       "heldout_tasks": 2 if tiny else FLAGS.heldout_tasks,
       "heldout_steps": 8 if tiny else FLAGS.heldout_steps,
       "suite_steps_scale": 0.01 if tiny else 1.0,
@@ -140,7 +140,7 @@ def compare_arms(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]
   would pass the deadline (less the time kept for compare's report)."""
   import gin  # noqa: PLC0415
 
-  from lopt_selftrain import compare, config, train  # noqa: PLC0415
+  from lopt_selftrain import compare, config, training  # noqa: PLC0415
   report = _reporter(out_dir, "compare")
   arms_dir = os.path.join(out_dir, "compare", "arms")
   arms = {}
@@ -152,7 +152,7 @@ def compare_arms(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]
     arms[name] = (trainer, log_dir, config.RunConfig(),
                   gin.operative_config_str())
   chunk = s["chunk_steps"] or 2 * trainer.pbt_config.interval
-  cap = min(trainer.num_outer_steps, s["max_outer_steps"] or math.inf)
+  cap = min(trainer.num_meta_steps, s["max_meta_steps"] or math.inf)
   result = {"chunk_steps": chunk, "rounds": [], "arms": {}}
   # compare's report recompiles evaluation and held-out curves: keep ~15%.
   keep = 0.15 * deadline.left()
@@ -168,7 +168,7 @@ def compare_arms(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]
       break
     start = time.monotonic()
     for trainer, log_dir, run_config, text in arms.values():
-      train.train(trainer, log_dir, max_outer_steps=target,
+      training.train(trainer, log_dir, max_meta_steps=target,
                   run_config=run_config, config_text=text)
     round_s = time.monotonic() - start
     result["rounds"].append({"to_step": target, "seconds": round(round_s, 1)})
@@ -178,7 +178,7 @@ def compare_arms(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]
   result["report"] = "writing"
   report(result)
   compare.compare(os.path.join(out_dir, "compare"), base_config=s["gin_config"],
-                  extra_bindings=s["bindings"], outer_steps=reached,
+                  extra_bindings=s["bindings"], meta_steps=reached,
                   adam_outer_lrs=s["adam_outer_lrs"],
                   adam_inner_lrs=s["adam_inner_lrs"],
                   heldout_tasks=s["heldout_tasks"],
@@ -186,13 +186,6 @@ def compare_arms(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]
                   with_no_pbt=False)
   result["report"] = "compare/results.json"
   report(result)
-
-
-def suite_available() -> bool:
-  """Whether `lopt_selftrain.evaluate` has the held-out suite (--suite)."""
-  path = os.path.join(REPO_ROOT, "lopt_selftrain", "evaluate.py")
-  with open(path) as f:
-    return re.search(r"DEFINE_\w+\(\s*[\"']suite[\"']", f.read()) is not None
 
 
 def heldout(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]) -> None:
@@ -205,11 +198,8 @@ def heldout(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]) -> None:
   path = os.path.join(out_dir, "selftrained.lopt")
   result: dict[str, Any] = {"optimizer": path,
                             "provenance": export.export_run(arm_dir, path)}
-  if not suite_available():
-    report(dict(result, status="skipped: no held-out suite"))
-    return
   suite_dir = os.path.join(out_dir, "heldout")
-  command = [sys.executable, RUNNER, "lopt_selftrain.evaluate", "--suite=heldout",
+  command = [sys.executable, RUNNER, "lopt_selftrain.apps.evaluate", "--suite=heldout",
              f"--optimizer={path}", f"--out_dir={suite_dir}",
              f"--steps_scale={s['suite_steps_scale']}"]
   result.update(status="running", command=" ".join(command[1:]))
@@ -236,11 +226,11 @@ def orchestrate(out_dir: str, seconds: float) -> None:
   os.makedirs(out_dir, exist_ok=True)
   budget.write_json(os.path.join(out_dir, "settings.json"), dict(
       settings(), budget_s=seconds,
-      command=" ".join(["lopt_selftrain.gpu_run", *sys.argv[1:]])))
+      command=" ".join(["lopt_selftrain.apps.gpu_run", *sys.argv[1:]])))
   # Children share a compilation cache (reruns, repeated programs).
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                         os.path.join(out_dir, "jax_cache"))
-  argv = [sys.executable, RUNNER, "lopt_selftrain.gpu_run", *sys.argv[1:]]
+  argv = [sys.executable, RUNNER, "lopt_selftrain.apps.gpu_run", *sys.argv[1:]]
   spent = time.time() - (FLAGS.start_time or time.time())  # imports, wheels
   budget.run_phases(
       out_dir, [(name, share, [*argv, f"--phase={name}"])

@@ -1,11 +1,11 @@
 r"""Adds an exported optimizer to the shipped ones, with its provenance.
 
-  python -m lopt_selftrain.pretrained.ship --exported=best.lopt --name=NAME \
+  python -m lopt_selftrain.apps.ship --exported=best.lopt --name=NAME \
       --config=gin_configs/selftrain_broad_cpu.gin --device="2-core CPU, no GPU"
 
 Copies the file into this package as NAME.lopt with `config`, `device` and
 `date` added to the provenance stored in it (run_dir, step, member and
-meta_loss come from `lopt_selftrain.export`), and writes the same provenance
+meta_loss come from `lopt_selftrain.apps.export`), and writes the same provenance
 as NAME.json next to it, so it can be read without loading the weights. Add
 NAME to `PRETRAINED` (best first) by hand: which optimizer is best is a
 judgement made on the held-out suite, not by this tool.
@@ -19,6 +19,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
+
+# isort: split
 from absl import app, flags
 
 from lopt_selftrain import config, export, pretrained
@@ -43,22 +46,25 @@ def ship(exported: str, name: str, config_path: str, device: str,
   return provenance
 
 
+def define_flags() -> None:
+  """The app's flags (defined only when run, so apps import without clashes)."""
+  flags.DEFINE_string("exported", None, "File written by lopt_selftrain.apps.export.")
+  flags.DEFINE_string("name", None, "Shipped name (a Python identifier).")
+  flags.DEFINE_string("config", None, "gin config of the run it came from.")
+  flags.DEFINE_string("device", None, "Machine the run used, in words.")
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
+  with config.user_errors_exit():  # bad input: one line; bugs: a traceback
     if not (FLAGS.exported and FLAGS.name and FLAGS.config and FLAGS.device):
       raise ValueError("--exported, --name, --config and --device are required")
     provenance = ship(FLAGS.exported, FLAGS.name, FLAGS.config, FLAGS.device)
-  except ValueError as e:  # ExportError is a ValueError: one line.
-    config.exit_with_error(e)
   print(f"shipped {FLAGS.name} (step {provenance.get('step')}, meta-loss "
         f"{provenance.get('meta_loss')})")
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("exported", None, "File written by lopt_selftrain.export.")
-  flags.DEFINE_string("name", None, "Shipped name (a Python identifier).")
-  flags.DEFINE_string("config", None, "gin config of the run it came from.")
-  flags.DEFINE_string("device", None, "Machine the run used, in words.")
+  define_flags()
   app.run(main)

@@ -1,30 +1,25 @@
-r"""absl app: meta-train a population of learned optimizers (self-training + PBT).
+"""The meta-training loop: meta steps, a PBT round every interval, logs and
+checkpoints (the outer loop; `lopt_selftrain.apps.train` is its command line).
 
-  python -m lopt_selftrain.train \
-      --gin_config=gin_configs/selftrain_cpu_demo.gin \
-      --train_log_dir=/tmp/selftrain [--gin_bindings=...] [--max_outer_steps=N]
-
-Writes into --train_log_dir (local or gs://): metrics.jsonl (one record per
+`train` writes into its run dir (local or gs://): metrics.jsonl (one record per
 PBT round, keys in docs/metrics.md), TensorBoard events, operative_config.gin,
-checkpoints/. Rerunning the same command resumes from the latest valid
-checkpoint; a run dir that cannot be resumed as asked is left untouched with
-one `error:` line (see `run_dir`: --restart, --allow_config_change).
+checkpoints/. Calling it again on the same dir resumes from the latest valid
+checkpoint; a dir that cannot be resumed as asked is left untouched (see
+`run_dir`: restart, allow_config_change).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tqdm
-from absl import app, flags, logging
+from absl import logging
 
 import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 from lopt_selftrain import (
@@ -36,29 +31,6 @@ from lopt_selftrain import (
   sharding,
 )
 from lopt_selftrain.population import PopulationState, PopulationTrainer
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  """The app's flags; defined only when run as an app, so modules can import
-  each other without clashing flag names."""
-  flags.DEFINE_multi_string("gin_config", [],
-                            "Gin config file(s), applied in order.")
-  flags.DEFINE_multi_string("gin_bindings", [],
-                            "Extra gin bindings, applied last.")
-  flags.DEFINE_string("train_log_dir", None,
-                      "Output directory (local or gs://).")
-  flags.DEFINE_integer("max_outer_steps", None,
-                       "Stop after this many outer steps (caps num_outer_steps).")
-  flags.DEFINE_bool("restart", False,
-                    "Move an existing run in --train_log_dir to "
-                    "previous_runs/<time>/ and start over.")
-  flags.DEFINE_bool("allow_config_change", False,
-                    "Resume a run under a gin config other than its own "
-                    "(the change is saved and logged).")
-  flags.DEFINE_bool("multihost", False,
-                    "Call jax.distributed.initialize() (multi-host TPU slices).")
 
 
 def _finite_or_none(values: Any) -> list[float | None]:
@@ -144,7 +116,7 @@ class _Run:
 
 
 def train(trainer: PopulationTrainer, log_dir: str,
-          max_outer_steps: int | None = None,
+          max_meta_steps: int | None = None,
           run_config: config.RunConfig | None = None,
           config_text: str | None = None, *, restart: bool = False,
           allow_config_change: bool = False) -> PopulationState:
@@ -157,7 +129,7 @@ def train(trainer: PopulationTrainer, log_dir: str,
   Args:
     trainer: the population trainer.
     log_dir: run dir (see `run_dir` for what a rerun resumes or refuses).
-    max_outer_steps: stop at this step (caps `trainer.num_outer_steps`).
+    max_meta_steps: stop at this step (caps `trainer.num_meta_steps`).
     run_config: checkpoint bookkeeping.
     config_text: gin's operative config, saved on a fresh start and compared
       on a resume; None does neither.
@@ -172,9 +144,9 @@ def train(trainer: PopulationTrainer, log_dir: str,
   """
   run = _Run(log_dir, run_config or config.RunConfig())
   interval = trainer.pbt_config.interval
-  end = trainer.num_outer_steps
-  if max_outer_steps is not None:
-    end = min(end, max_outer_steps)
+  end = trainer.num_meta_steps
+  if max_meta_steps is not None:
+    end = min(end, max_meta_steps)
 
   state = sharding.shard_population(trainer.init())
   target = rounds.checkpoint_target(state)
@@ -238,32 +210,3 @@ def _kept(log_dir: str, run: _Run) -> str:
           f"{run.saved_step}: fix the config and rerun with "
           "--allow_config_change to resume from there (recorded), or "
           "--restart to start over")
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.multihost:
-    jax.distributed.initialize()
-  with config.user_errors_exit():  # start-up: bad input is one line
-    if not FLAGS.train_log_dir:
-      raise ValueError("--train_log_dir is required")
-    if FLAGS.max_outer_steps is not None and FLAGS.max_outer_steps < 0:
-      raise ValueError(f"--max_outer_steps must be >= 0, got "
-                       f"{FLAGS.max_outer_steps}")
-    config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
-    config.check_writable(FLAGS.train_log_dir)
-    trainer = PopulationTrainer()
-    run_config = config.RunConfig()
-    sharding.check_population(trainer.population_size)
-  try:
-    train(trainer, FLAGS.train_log_dir, FLAGS.max_outer_steps, run_config,
-          gin.operative_config_str(), restart=FLAGS.restart,
-          allow_config_change=FLAGS.allow_config_change)
-  except config.RUN_ERRORS as e:  # the run dir or config; bugs keep a traceback
-    config.exit_with_error(e)
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

@@ -1,0 +1,206 @@
+"""Held-out tasks: problems no meta-training mix contains, for judging a
+learned optimizer against tuned Adam (`lopt_selftrain.heldout` runs them).
+
+Every task uses a dataset or an architecture that no meta-training mix
+contains (`tests/test_mixture.py` asserts that no mixture config can reach
+scikit-learn's `digits`), and runs 1000-2000 steps: 10-20x the demo's 100-step
+meta-training horizon. Data comes from scikit-learn's bundled datasets (no
+download), standardised with the training split's statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
+
+# isort: split
+import jax
+import jax.numpy as jnp
+import numpy as np
+from learned_optimization.tasks import base as tasks_base
+from learned_optimization.tasks.datasets import base as datasets_base
+
+from lopt_selftrain.tasks import data
+
+# --- data: scikit-learn's bundled datasets, as lo Datasets
+
+
+def sklearn_arrays(name: str, seed: int = 0, test_fraction: float = 0.2
+                   ) -> tuple[data.Arrays, data.Arrays]:
+  """((x, y) train, (x, y) test) of a bundled scikit-learn classification set.
+
+  Features are standardised with the training part's mean and std; `digits`
+  keeps its 8x8 image shape (with a channel axis) so conv nets can use it.
+  """
+  from sklearn import datasets as skd  # pylint: disable=g-import-not-at-top
+
+  loaders = {"digits": skd.load_digits, "breast_cancer": skd.load_breast_cancer,
+             "wine": skd.load_wine, "iris": skd.load_iris}
+  if name not in loaders:
+    raise ValueError(f"unknown sklearn dataset {name!r}; known: {sorted(loaders)}")
+  x, y = loaders[name](return_X_y=True)
+  x, y = x.astype(np.float32), y.astype(np.int32)
+  order = np.random.default_rng(seed).permutation(len(y))
+  n_test = int(len(y) * test_fraction)
+  test, train = order[:n_test], order[n_test:]
+  mean, std = x[train].mean(0), x[train].std(0) + 1e-6
+  x = (x - mean) / std
+  if name == "digits":
+    x = x.reshape(-1, 8, 8, 1)
+  return (x[train], y[train]), (x[test], y[test])
+
+
+# --- tasks
+
+
+class ClassifierTask(tasks_base.Task):
+  """Cross-entropy of `logits_fn(params, images)`; `init_fn(key)` -> params.
+
+  `test_arrays` (inputs, labels), when set, is the whole test split.
+  """
+
+  def __init__(self, datasets: datasets_base.Datasets,
+               init_fn: Callable[[jax.Array], Any],
+               logits_fn: Callable[[Any, jax.Array], jax.Array]):
+    super().__init__()
+    self.datasets = datasets
+    self.init = init_fn
+    self.logits = logits_fn
+    self.test_arrays: data.Arrays | None = None
+
+  def loss(self, params: Any, key: jax.Array, batch: Any) -> jax.Array:
+    del key  # deterministic model
+    logp = jax.nn.log_softmax(self.logits(params, batch["image"]))
+    return -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=1))
+
+
+def _dense_init(key: jax.Array, sizes: Sequence[int]) -> list[dict[str, jax.Array]]:
+  keys = jax.random.split(key, len(sizes) - 1)
+  return [{"w": jax.random.normal(k, (a, b)) / np.sqrt(a), "b": jnp.zeros(b)}
+          for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)]
+
+
+def _dense_apply(layers: Sequence[dict[str, jax.Array]], h: jax.Array,
+                 act: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  h = jnp.reshape(h, (h.shape[0], -1))
+  for i, layer in enumerate(layers):
+    h = h @ layer["w"] + layer["b"]
+    if i < len(layers) - 1:
+      h = act(h)
+  return h
+
+
+def mlp_task(datasets: datasets_base.Datasets, hidden: Sequence[int],
+             act: Callable[[jax.Array], jax.Array] = jax.nn.relu
+             ) -> ClassifierTask:
+  """MLP classifier (no hidden layers: logistic regression)."""
+  shape = datasets.abstract_batch["image"].shape[1:]
+  sizes = [int(np.prod(shape)), *hidden, datasets.extra_info["num_classes"]]
+  return ClassifierTask(datasets, lambda key: _dense_init(key, sizes),
+                        lambda p, x: _dense_apply(p, x, act))
+
+
+def conv2d_task(datasets: datasets_base.Datasets,
+                channels: Sequence[int] = (16, 32)) -> ClassifierTask:
+  """3x3 conv layers (the last with stride 2), ReLU, then a dense classifier."""
+  h, w, c_in = datasets.abstract_batch["image"].shape[1:]
+  num_classes = datasets.extra_info["num_classes"]
+  strides = [1] * (len(channels) - 1) + [2]
+  out_hw = -(-h // 2) * -(-w // 2)
+
+  def init(key):
+    keys = jax.random.split(key, len(channels) + 1)
+    convs, c = [], c_in
+    for k, c_out in zip(keys[:-1], channels, strict=True):
+      convs.append({"w": jax.random.normal(k, (3, 3, c, c_out)) / np.sqrt(9 * c),
+                    "b": jnp.zeros(c_out)})
+      c = c_out
+    return {"convs": convs,
+            "out": _dense_init(keys[-1], [out_hw * c, num_classes])}
+
+  def logits(params, x):
+    for layer, stride in zip(params["convs"], strides, strict=True):
+      x = jax.lax.conv_general_dilated(
+          x, layer["w"], (stride, stride), "SAME",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x = jax.nn.relu(x + layer["b"])
+    return _dense_apply(params["out"], x, jax.nn.relu)
+
+  return ClassifierTask(datasets, init, logits)
+
+
+class QuadraticTask(tasks_base.Task):
+  """0.5 * sum_i h_i x_i^2 with curvatures log-spaced over `condition` (no data)."""
+
+  def __init__(self, dim: int, condition: float):
+    super().__init__()
+    self.datasets = None
+    self._dim = dim
+    self._h = jnp.asarray(np.logspace(0, -np.log10(condition), dim), jnp.float32)
+
+  def init(self, key: jax.Array) -> jax.Array:
+    return jax.random.normal(key, (self._dim,))
+
+  def loss(self, params: jax.Array, key: jax.Array, batch: Any) -> jax.Array:
+    del key, batch
+    return 0.5 * jnp.sum(self._h * jnp.square(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldoutTask:
+  """One suite entry: `build()` -> lo Task, trained for `steps` steps."""
+  name: str
+  steps: int
+  build: Callable[[], tasks_base.Task]
+  why_heldout: str
+
+
+def _sk(name: str, batch_size: int, fn: Callable[..., ClassifierTask],
+        **kwargs: Any) -> Callable[[], ClassifierTask]:
+  """Builder of `fn(datasets, **kwargs)` on a scikit-learn dataset."""
+
+  def build():
+    train, test = sklearn_arrays(name)
+    # 15% validation carve: the small sets still fill a batch in every split.
+    datasets = data.array_datasets(train, test, batch_size=batch_size,
+                                   num_classes=int(train[1].max()) + 1,
+                                   name=name, valid_fraction=0.15)
+    task = fn(datasets, **kwargs)
+    task.test_arrays = test
+    return task
+
+  return build
+
+
+SUITE: tuple[HeldoutTask, ...] = (
+    HeldoutTask("digits_mlp", 1000, _sk("digits", 128, mlp_task, hidden=[128]),
+                "dataset (digits, 8x8 images) never in meta-training"),
+    HeldoutTask("digits_conv", 1000, _sk("digits", 128, conv2d_task),
+                "dataset and 2-D convolutions never in meta-training"),
+    HeldoutTask("digits_mlp_wide_deep", 1000,
+                _sk("digits", 128, mlp_task, hidden=[256] * 4),
+                "4 x 256 units: 4x wider than any meta-training MLP (<= 64)"),
+    HeldoutTask("breast_cancer_mlp", 2000,
+                _sk("breast_cancer", 64, mlp_task, hidden=[32], act=jnp.tanh),
+                "dataset never in meta-training; binary task"),
+    HeldoutTask("wine_logreg", 2000, _sk("wine", 16, mlp_task, hidden=[]),
+                "dataset never in meta-training; convex (logistic regression)"),
+    HeldoutTask("iris_mlp", 1000, _sk("iris", 16, mlp_task, hidden=[16]),
+                "dataset never in meta-training; tiny data"),
+    HeldoutTask("quadratic100_cond1e4", 2000, lambda: QuadraticTask(100, 1e4),
+                "dim 100 and condition 1e4 (meta-training: dim <= 20, <= 1e3)"),
+)
+
+
+def suite_tasks(names: Sequence[str] | None = None) -> tuple[HeldoutTask, ...]:
+  """The suite, or the named subset in suite order; ValueError on unknown names."""
+  if not names:
+    return SUITE
+  known = {t.name for t in SUITE}
+  unknown = sorted(set(names) - known)
+  if unknown:
+    raise ValueError(f"unknown held-out task(s) {unknown}; known: {sorted(known)}")
+  return tuple(t for t in SUITE if t.name in names)
