@@ -22,23 +22,25 @@ def test_shipped_optimizer_has_provenance_and_trains(name):
   provenance = export.read(pretrained.path(name)).provenance
   for key in ("config", "step", "meta_loss", "device", "date"):
     assert key in provenance, key
-  # A least-squares problem it never saw: the loss must fall within 200 steps.
+  # A least-squares problem it never saw: within the held-out suite's shortest
+  # horizon (1000 steps) the loss must fall 10x. (At 200 steps the broad-mix
+  # optimizer has only reached 0.58x: it takes small steps; docs/heldout.md.)
   x = jax.random.normal(jax.random.PRNGKey(0), (64, 8))
   y = x @ jnp.arange(1.0, 9.0)
 
   def loss_fn(w):
     return jnp.mean(jnp.square(x @ w - y))
 
-  opt = export.load_optax(name, num_steps=200)
+  opt = export.load_optax(name, num_steps=1000)
   params = jnp.zeros(8)
   state = opt.init(params)
 
   step = optax_step(opt, loss_fn)
 
-  for _ in range(200):
+  for _ in range(1000):
     params, state = step(params, state)
   assert jnp.isfinite(loss_fn(params))
-  assert loss_fn(params) < 0.5 * loss_fn(jnp.zeros(8))
+  assert loss_fn(params) < 0.1 * loss_fn(jnp.zeros(8))
 
 
 def test_ship_adds_provenance_and_json(tmp_path):
