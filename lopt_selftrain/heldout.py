@@ -302,15 +302,15 @@ def task_family(name: str) -> tasks_base.TaskFamily:
   return FAMILIES[name]()
 
 
-def family_markdown(task_curves: dict[str, np.ndarray], title: str) -> str:
+def family_markdown(task_curves: dict[str, np.ndarray],
+                    finals: dict[str, float], best: str, title: str) -> str:
   """One row per optimizer (final and mean loss), the best Adam in bold."""
-  best = _best_adam({k: curves.final_value(v) for k, v in task_curves.items()})
   lines = [f"## {title}", "", f"| optimizer | final loss (last "
            f"{curves.FINAL_FRACTION:.0%} of steps) | mean loss |",
            "| --- | ---: | ---: |"]
   for label, curve in task_curves.items():
     name = f"**{label}** (best Adam)" if label == best else label
-    lines.append(f"| {name} | {curves.final_value(curve):.4g} | "
+    lines.append(f"| {name} | {finals[label]:.4g} | "
                  f"{float(np.mean(curve)):.4g} |")
   return "\n".join(lines) + "\n"
 
@@ -329,8 +329,9 @@ def evaluate_family(exported: export.Exported, family: tasks_base.TaskFamily,
   source = exported.provenance
   title = (f"{task}: {num_tasks} task(s), {steps} steps; learned = member "
            f"{source.get('member', '?')} at step {source.get('step', '?')}")
-  text = family_markdown(task_curves, title)
-  best = _best_adam({k: curves.final_value(v) for k, v in task_curves.items()})
+  finals = {k: curves.final_value(v) for k, v in task_curves.items()}
+  best = _best_adam(finals)
+  text = family_markdown(task_curves, finals, best, title)
   out = out_dir.rstrip("/")
   files.makedirs(out)
   files.write_atomic(f"{out}/curves.png", plot(

@@ -100,7 +100,7 @@ class Placeholder:
 
   def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
     raise RuntimeError(f"{self._path} was called, but TensorFlow is not installed "
-                       "(launch/no_tensorflow.py stands in for it)")
+                       "(lopt_selftrain.no_tensorflow stands in for it)")
 
 
 class _StandInModule(types.ModuleType):
