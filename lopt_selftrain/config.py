@@ -1,7 +1,7 @@
 """Gin wiring for the apps: what is configurable, parsing, start-up errors.
 
 Importing this module registers every configurable a gin file may name: ours
-(trainer, self-update, PBT, evaluation, tasks) and lo's (learned optimizers,
+(trainer, self-update, PBT, evaluation, tasks, NominalMLPLOpt) and lo's (learned optimizers,
 hand-designed optimizers, truncation schedules, task families).
 """
 
@@ -39,6 +39,7 @@ from lopt_selftrain import (  # noqa: F401
   compat,
   evaluation,
   files,
+  nominal_lopt,
   pbt,
   population,
   rounds,

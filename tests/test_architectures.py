@@ -35,6 +35,9 @@ ARCHITECTURES = {
     "LearnableSGDM": (LO + "base", ()),
     "LearnableAdam": (LO + "base", ("LearnableAdam.use_summary = False",)),
     "MLPNomLOpt": (LO + "adafac_nominal", ("MLPNomLOpt.hidden_size = 4",)),
+    # This package's nominal-Adam MLP (lopt_selftrain/nominal_lopt.py).
+    "NominalMLPLOpt": ("lopt_selftrain.nominal_lopt",
+                       ("NominalMLPLOpt.hidden_size = 4",)),
 }
 
 

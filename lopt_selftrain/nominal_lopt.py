@@ -1,0 +1,179 @@
+"""A learned optimizer with a nominal Adam step: `NominalMLPLOpt`.
+
+lo's per-parameter MLP optimizers (`MLPLOpt` and kin) output the whole step, so
+a randomly initialised one takes tiny random steps and self-training has to
+discover descent, step size and schedule from nothing; the ones we trained stop
+at 1e-3..1e-2 training loss where tuned Adam reaches 1e-7 (docs/heldout.md).
+Here, as in lo's `MLPNomLOpt` (HEAD only) and Celo/VeLO, the MLP *modulates* a
+nominal Adam step instead:
+
+    step = exp(log_lr + R * tanh(n / R)) * (adam_direction + tanh(d))
+
+`log_lr` is one learned scalar; `n` (log step-size modulation, bounded to
++-R) and `d` (bounded direction correction) are per-parameter outputs of an MLP
+on normalised per-parameter features (gradient, parameter, two momenta, Adam
+directions) plus unnormalised global ones (fraction of the run done, so it can
+learn a schedule from `num_steps`; iteration; the tensor's log fan-in, so it can
+learn width-dependent step sizes as muP prescribes by hand). A random member is
+Adam at `initial_lr` with random per-parameter perturbations of its step size
+and direction; every one of those weights is meta-trained, by the population
+itself in self-training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax
+import gin
+import jax
+import jax.numpy as jnp
+from learned_optimization.learned_optimizers import base as lopt_base
+from learned_optimization.optimizers import base as opt_base
+
+_NUM_PARAM_FEATURES = 7
+_TIMESCALES = (10.0, 100.0, 1000.0, 10000.0)
+_NUM_GLOBAL_FEATURES = 3 + len(_TIMESCALES)  # fraction done, its tanh, timescales, fan-in
+
+
+@flax.struct.dataclass
+class NominalMLPLOptState:
+  """Inner optimizer state: lo's `.params`/`.state`/`.iteration` plus moments."""
+  params: Any
+  state: Any
+  mom_fast: Any
+  mom_slow: Any
+  rms: Any
+  iteration: jnp.ndarray
+  num_steps: jnp.ndarray
+
+
+def _normalise(x: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
+  """Each feature (last axis) scaled to unit second moment over the tensor."""
+  axes = tuple(range(x.ndim - 1))
+  return x * jax.lax.rsqrt(eps + jnp.mean(jnp.square(x), axis=axes, keepdims=True))
+
+
+def _log_fan_in(shape: tuple[int, ...]) -> float:
+  """log of a tensor's fan-in (all axes but the last; 0 for biases/scalars)."""
+  return math.log(math.prod(shape[:-1])) if len(shape) > 1 else 0.0
+
+
+@gin.configurable
+class NominalMLPLOpt(lopt_base.LearnedOptimizer):
+  """Per-parameter MLP that modulates a nominal Adam step (module docstring).
+
+  Args:
+    initial_lr: Adam learning rate of a freshly initialised member.
+    hidden_size: width of the MLP's hidden layers.
+    hidden_layers: number of hidden (ReLU) layers.
+    max_log_lr_change: R, bound on the per-parameter log step-size modulation
+      (steps stay within exp(+-R) of the learned base rate: bounded outputs keep
+      one bad update of the learned optimizer from making it diverge).
+    output_init_scale: scale of the last layer's random init relative to
+      1/sqrt(fan_in), so a random member starts near (not exactly at) Adam.
+    beta1, beta2, slow_beta: decays of the nominal Adam moments and of the
+      slower momentum the MLP also sees.
+    eps: Adam's epsilon.
+  """
+
+  def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,
+               hidden_layers: int = 2, max_log_lr_change: float = 3.0,
+               output_init_scale: float = 0.1, beta1: float = 0.9,
+               beta2: float = 0.999, slow_beta: float = 0.99,
+               eps: float = 1e-8):
+    super().__init__()
+    if not initial_lr > 0:
+      raise ValueError(f"NominalMLPLOpt.initial_lr must be > 0, got {initial_lr}")
+    self.initial_lr = initial_lr
+    self.hidden_size = hidden_size
+    self.hidden_layers = hidden_layers
+    self.max_log_lr_change = max_log_lr_change
+    self.output_init_scale = output_init_scale
+    self.beta1, self.beta2, self.slow_beta = beta1, beta2, slow_beta
+    self.eps = eps
+
+  def init(self, key: jax.Array) -> lopt_base.MetaParams:
+    """Random MLP weights (truncated normal, 1/sqrt(fan_in)) and log_lr."""
+    sizes = ([_NUM_PARAM_FEATURES + _NUM_GLOBAL_FEATURES]
+             + [self.hidden_size] * self.hidden_layers + [2])
+    theta = {"log_lr": jnp.asarray(math.log(self.initial_lr), jnp.float32)}
+    keys = jax.random.split(key, len(sizes) - 1)
+    for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
+      scale = (self.output_init_scale if i == len(sizes) - 2 else 1.0)
+      theta[f"w{i}"] = scale / math.sqrt(fan_in) * jax.random.truncated_normal(
+          k, -2.0, 2.0, (fan_in, fan_out), jnp.float32)
+      theta[f"b{i}"] = jnp.zeros((fan_out,), jnp.float32)
+    return theta
+
+  def _mlp(self, theta: lopt_base.MetaParams, x: jnp.ndarray) -> jnp.ndarray:
+    for i in range(self.hidden_layers + 1):
+      x = x @ theta[f"w{i}"] + theta[f"b{i}"]
+      if i < self.hidden_layers:
+        x = jax.nn.relu(x)
+    return x
+
+  def opt_fn(self, theta: lopt_base.MetaParams,
+             is_training: bool = False) -> opt_base.Optimizer:
+    del is_training
+    lopt = self
+
+    class _Opt(opt_base.Optimizer):
+      """The inner optimizer with these weights."""
+
+      def init(self, params: Any, model_state: Any = None,
+               num_steps: Any = None, key: Any = None) -> NominalMLPLOptState:
+        del key
+        zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
+        # Unknown length: treat the run as 10k steps long (the fraction-done
+        # feature then grows slowly instead of saturating).
+        steps = 10_000 if num_steps is None else num_steps
+        return NominalMLPLOptState(
+            params=params, state=model_state, mom_fast=zeros(),
+            mom_slow=zeros(), rms=zeros(),
+            iteration=jnp.asarray(0, jnp.int32),
+            num_steps=jnp.asarray(steps, jnp.float32))
+
+      def update(self, opt_state: NominalMLPLOptState, grad: Any,
+                 loss: Any = None, model_state: Any = None,
+                 is_valid: bool = False, key: Any = None,
+                 **kwargs: Any) -> NominalMLPLOptState:
+        del loss, is_valid, key, kwargs
+        t = opt_state.iteration + 1
+        tf = t.astype(jnp.float32)
+        ema = lambda b: lambda a, g: b * a + (1 - b) * g  # noqa: E731
+        mom_fast = jax.tree_util.tree_map(ema(lopt.beta1), opt_state.mom_fast, grad)
+        mom_slow = jax.tree_util.tree_map(ema(lopt.slow_beta), opt_state.mom_slow, grad)
+        rms = jax.tree_util.tree_map(
+            lambda a, g: lopt.beta2 * a + (1 - lopt.beta2) * jnp.square(g),
+            opt_state.rms, grad)
+        frac = tf / jnp.maximum(opt_state.num_steps, 1.0)
+        time_feats = [frac, jnp.tanh(frac)] + [
+            jnp.tanh(tf / s - 1.0) for s in _TIMESCALES]
+
+        def tensor_step(p, g, m1, m2, v):
+          v_hat = v / (1 - lopt.beta2 ** tf)
+          denom = jnp.sqrt(v_hat) + lopt.eps
+          adam = (m1 / (1 - lopt.beta1 ** tf)) / denom
+          adam_slow = (m2 / (1 - lopt.slow_beta ** tf)) / denom
+          feats = jnp.stack([g, p, m1, m2, adam, adam_slow,
+                             jax.lax.rsqrt(v_hat + 1e-12)], axis=-1)
+          feats = _normalise(feats.reshape((-1, _NUM_PARAM_FEATURES)))
+          glob = jnp.stack(time_feats + [jnp.asarray(_log_fan_in(p.shape) / 5.0,
+                                                     jnp.float32)])
+          glob = jnp.broadcast_to(glob, feats.shape[:1] + glob.shape)
+          out = lopt._mlp(theta, jnp.concatenate([feats, glob], axis=-1))
+          r = lopt.max_log_lr_change
+          log_lr = theta["log_lr"] + r * jnp.tanh(out[:, 0] / r)
+          step = jnp.exp(log_lr) * (adam.reshape(-1) + jnp.tanh(out[:, 1]))
+          return p - step.reshape(p.shape).astype(p.dtype)
+
+        params = jax.tree_util.tree_map(tensor_step, opt_state.params, grad,
+                                        mom_fast, mom_slow, rms)
+        return NominalMLPLOptState(
+            params=params, state=model_state, mom_fast=mom_fast,
+            mom_slow=mom_slow, rms=rms, iteration=t,
+            num_steps=opt_state.num_steps)
+
+    return _Opt()

@@ -1,0 +1,109 @@
+"""NominalMLPLOpt: a nominal Adam step that its MLP modulates, within bounds."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lopt_selftrain.nominal_lopt import NominalMLPLOpt
+
+
+def _data():
+  return (jax.random.normal(jax.random.PRNGKey(1), (40, 6)),
+          jax.random.normal(jax.random.PRNGKey(2), (40, 3)))
+
+
+def _problem():
+  """A least-squares problem with a matrix, a vector and a scalar parameter."""
+  a, b = _data()
+
+  def loss(p):
+    return jnp.mean((a @ p["w"] + p["b"] + p["s"] - b) ** 2)
+
+  params = {"w": jnp.zeros((6, 3)), "b": jnp.zeros(3), "s": jnp.zeros(())}
+  return loss, params
+
+
+def _least_squares_solution():
+  """The exact minimiser of `_problem`'s loss (intercept folded into `b`)."""
+  a, b = _data()
+  x, *_ = jnp.linalg.lstsq(jnp.concatenate([a, jnp.ones((40, 1))], 1), b)
+  return {"w": x[:6], "b": x[6], "s": jnp.zeros(())}
+
+
+def _run(opt_update, state, loss, get_params, steps):
+  losses = []
+  for _ in range(steps):
+    value, grad = jax.value_and_grad(loss)(get_params(state))
+    state = opt_update(state, grad, value)
+    losses.append(float(value))
+  return state, losses
+
+
+@pytest.mark.parametrize("lr", [1e-3, 3e-2])
+def test_zero_output_layer_is_exactly_adam(lr):
+  """With the MLP's last layer at zero, the learned optimizer is optax.adam."""
+  lopt = NominalMLPLOpt(initial_lr=lr, output_init_scale=0.0)
+  theta = lopt.init(jax.random.PRNGKey(0))
+  loss, params = _problem()
+  opt = lopt.opt_fn(theta)
+  state, _ = _run(lambda s, g, v: opt.update(s, g, loss=v),
+                  opt.init(params, num_steps=50), loss, opt.get_params, 50)
+
+  adam = optax.adam(lr)
+
+  def adam_update(s, g, v):
+    p, a = s
+    u, a = adam.update(g, a)
+    return optax.apply_updates(p, u), a
+
+  (expected, _), _ = _run(adam_update, (params, adam.init(params)), loss,
+                          lambda s: s[0], 50)
+  for x, y in zip(jax.tree_util.tree_leaves(opt.get_params(state)),
+                  jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_random_member_descends_and_steps_stay_within_bounds():
+  """A random member trains (it starts near Adam), and however large its MLP
+  outputs, each step is at most exp(log_lr + R) * (|adam| + 1) per entry."""
+  lopt = NominalMLPLOpt(initial_lr=1e-2, output_init_scale=50.0,
+                        max_log_lr_change=1.0)
+  theta = lopt.init(jax.random.PRNGKey(3))
+  loss, params = _problem()
+  opt = lopt.opt_fn(theta)
+  state = opt.init(params, num_steps=200)
+  grad = jax.grad(loss)(params)
+  one = opt.update(state, grad)
+  # First Adam step: |m_hat / sqrt(v_hat)| = 1 per entry (to eps).
+  bound = np.exp(np.log(1e-2) + 1.0) * 2.0
+  for x, y in zip(jax.tree_util.tree_leaves(opt.get_params(one)),
+                  jax.tree_util.tree_leaves(params)):
+    assert np.all(np.abs(np.asarray(x - y)) <= bound * (1 + 1e-5))
+
+  lopt = NominalMLPLOpt(initial_lr=1e-2)
+  opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(3)))
+  _, losses = _run(jax.jit(lambda s, g, v: opt.update(s, g, loss=v)),
+                   opt.init(params, num_steps=200), loss, opt.get_params, 200)
+  assert np.all(np.isfinite(losses))
+  best = float(loss(_least_squares_solution()))
+  assert losses[-1] - best < 0.1 * (losses[0] - best)
+
+
+def test_schedule_features_see_the_run_length():
+  """The fraction-done feature makes the same weights step differently in a
+  run of 10 steps than in one of 10000 (a learnable schedule)."""
+  lopt = NominalMLPLOpt(output_init_scale=5.0)
+  theta = lopt.init(jax.random.PRNGKey(4))
+  loss, params = _problem()
+  opt = lopt.opt_fn(theta)
+  grad = jax.grad(loss)(params)
+  short = opt.update(opt.init(params, num_steps=1), grad)
+  long = opt.update(opt.init(params, num_steps=10_000), grad)
+  assert not np.allclose(short.params["w"], long.params["w"])
+
+
+def test_rejects_nonpositive_learning_rate():
+  with pytest.raises(ValueError, match="initial_lr must be > 0"):
+    NominalMLPLOpt(initial_lr=0.0)
