@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-PRETRAINED: tuple[str, ...] = ("selftrained_broad_mlp", "selftrained_demo_mlp")
+PRETRAINED: tuple[str, ...] = ("selftrained_nominal_broad", "selftrained_broad_mlp",
+                               "selftrained_demo_mlp")
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 
