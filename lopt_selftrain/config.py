@@ -1,8 +1,9 @@
 """Gin wiring for the apps: what is configurable, parsing, start-up errors.
 
 Importing this module registers every configurable a gin file may name: ours
-(trainer, self-update, PBT, evaluation, tasks, NominalMLPLOpt) and lo's (learned optimizers,
-hand-designed optimizers, truncation schedules, task families).
+(trainer, self-update, PBT, evaluation, tasks, NominalMLPLOpt) and lo's
+(learned optimizers, hand-designed optimizers, truncation schedules, task
+families).
 """
 
 from __future__ import annotations
