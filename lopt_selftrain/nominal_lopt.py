@@ -151,12 +151,15 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
         frac = tf / jnp.maximum(opt_state.num_steps, 1.0)
         time_feats = [frac, jnp.tanh(frac)] + [
             jnp.tanh(tf / s - 1.0) for s in _TIMESCALES]
+        # Bias corrections: one per moment, shared by every tensor.
+        fix1, fix2, fix_slow = (1 - b ** tf for b in (
+            lopt.beta1, lopt.beta2, lopt.slow_beta))
 
         def tensor_step(p, g, m1, m2, v):
-          v_hat = v / (1 - lopt.beta2 ** tf)
+          v_hat = v / fix2
           denom = jnp.sqrt(v_hat) + lopt.eps
-          adam = (m1 / (1 - lopt.beta1 ** tf)) / denom
-          adam_slow = (m2 / (1 - lopt.slow_beta ** tf)) / denom
+          adam = (m1 / fix1) / denom
+          adam_slow = (m2 / fix_slow) / denom
           feats = jnp.stack([g, p, m1, m2, adam, adam_slow,
                              jax.lax.rsqrt(v_hat + 1e-12)], axis=-1)
           feats = _normalise(feats.reshape((-1, _NUM_PARAM_FEATURES)))
