@@ -32,8 +32,9 @@ from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.tasks import base as tasks_base
 
 from lopt_selftrain import curves
+from lopt_selftrain.tasks import log_loss
 
-META_OBJECTIVES = ("mean", "final", "outer_valid")
+META_OBJECTIVES = ("mean", "final", "log_final", "outer_valid")
 
 
 @gin.configurable
@@ -111,25 +112,27 @@ def inner_losses(learned_opt: lopt_base.LearnedOptimizer,
       jax.random.split(key, num_tasks), (data, meta_data))
 
 
-def normalized_meta_loss(losses: jax.Array, fraction: float = 1.0) -> jax.Array:
+def normalized_meta_loss(losses: jax.Array, fraction: float = 1.0,
+                         log: bool = False) -> jax.Array:
   """Mean over tasks of the mean loss over the last `fraction` of the steps /
-  initial loss ([..., tasks, steps])."""
+  initial loss ([..., tasks, steps]); with `log`, of its `log_loss`."""
   initial = jnp.maximum(jnp.abs(losses[..., :1]), 1e-8)
   tail = losses[..., -max(1, math.ceil(fraction * losses.shape[-1])):]
-  return jnp.mean(jnp.mean(tail, axis=-1, keepdims=True) / initial,
+  relative = jnp.mean(tail, axis=-1, keepdims=True) / initial
+  return jnp.mean(log_loss.log_loss(relative) if log else relative,
                   axis=(-2, -1))
 
 
 @functools.partial(jax.jit, static_argnames=("learned_opt", "task_family",
                                              "num_tasks", "num_steps",
-                                             "fraction"))
+                                             "fraction", "log"))
 def _population_family_meta_loss(learned_opt, task_family, thetas, key, data,
                                  num_tasks, num_steps, meta_data=None,
-                                 fraction=1.0):
+                                 fraction=1.0, log=False):
   losses = jax.vmap(lambda theta: inner_losses(
       learned_opt, task_family, theta, key, data, num_tasks, num_steps,
       meta_data))(thetas)
-  return normalized_meta_loss(losses, fraction)
+  return normalized_meta_loss(losses, fraction, log)
 
 
 def eval_batches(task_family: tasks_base.TaskFamily, num_tasks: int,
@@ -155,11 +158,12 @@ def evaluate_population(learned_opt: lopt_base.LearnedOptimizer,
     meta_data = (eval_batches(family, config.num_tasks, config.num_steps,
                               "outer_valid")
                  if config.meta_objective == "outer_valid" else None)
-    fraction = (curves.FINAL_FRACTION if config.meta_objective == "final"
-                else 1.0)
+    fraction = (curves.FINAL_FRACTION
+                if config.meta_objective in ("final", "log_final") else 1.0)
     per_family.append(_population_family_meta_loss(
         learned_opt, family, thetas, family_key, data, config.num_tasks,
-        config.num_steps, meta_data, fraction))
+        config.num_steps, meta_data, fraction,
+        config.meta_objective == "log_final"))
   per_family = jnp.stack(per_family)
   return jnp.tensordot(jnp.asarray(weights, per_family.dtype), per_family,
                        axes=1), per_family

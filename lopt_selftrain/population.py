@@ -41,8 +41,10 @@ from lopt_selftrain import (
   pbt,
   sharding,
 )
+from lopt_selftrain.tasks import log_loss
 
 TEACHER_MODES = ("self", "best", "random")
+ESTIMATOR_OBJECTIVES = ("train", "log_train", "outer_valid")
 
 
 @gin.configurable
@@ -59,10 +61,12 @@ class EstimatorConfig:
     trunc_sched: length of an inner problem before it is reset.
     random_initial_iteration_offset: spreads initial inner steps to desync.
     meta_objective: what the estimator's meta-loss averages over a truncation:
-      "train" (each step's training loss, lo's default) or "outer_valid" (the
-      loss after each step on a batch of the task's outer_valid split; lo
-      0.0.1's `train_and_meta`). Rank with the matching
-      `EvalConfig.meta_objective` ("mean" / "outer_valid").
+      "train" (each step's training loss, lo's default), "log_train" (its log,
+      `tasks.log_loss`: rewards every factor of loss reduction alike) or
+      "outer_valid" (the loss after each step on a batch of the task's
+      outer_valid split; lo 0.0.1's `train_and_meta`). Rank with the matching
+      `EvalConfig.meta_objective` ("mean" or "final" / "log_final" /
+      "outer_valid").
   """
   kind: str = "pes"
   num_tasks: int = 8
@@ -74,9 +78,9 @@ class EstimatorConfig:
   meta_objective: str = "train"
 
   def __post_init__(self):
-    if self.meta_objective not in ("train", "outer_valid"):
-      raise ValueError("EstimatorConfig.meta_objective must be 'train' or "
-                       f"'outer_valid', got {self.meta_objective!r}")
+    if self.meta_objective not in ESTIMATOR_OBJECTIVES:
+      raise ValueError("EstimatorConfig.meta_objective must be one of "
+                       f"{ESTIMATOR_OBJECTIVES}, got {self.meta_objective!r}")
 
   def build(self, task_family: Any, learned_opt: lopt_base.LearnedOptimizer):
     """The lo estimator for one family, on whichever lo API is installed."""
@@ -89,6 +93,8 @@ class EstimatorConfig:
       kwargs["unroll_length"] = self.trunc_length
     if self.meta_objective == "outer_valid":
       kwargs["train_and_meta"] = True
+    if self.meta_objective == "log_train":
+      task_family = log_loss.LogMetaLossFamily(task_family)
     return compat.make_gradient_estimator(
         self.kind, task_family, learned_opt, sched, self.num_tasks,
         random_initial_iteration_offset=self.random_initial_iteration_offset,

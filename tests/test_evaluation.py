@@ -128,3 +128,23 @@ def test_evaluation_tasks_stay_fixed_across_rounds(trainer):
       outer_opt=trainer.outer_opt, population_size=2, eval_config=CONFIG,
       seed=6)
   assert not np.array_equal(other_seed.evaluate(state)[0], first)
+
+
+def test_log_final_meta_loss_is_the_log_of_the_final_loss_ratio():
+  # lr 0.25 on |t - p|^2: losses L0 * 4^-t; the final 10% of 4 steps is the
+  # last one, so every task scores log(4^-3) whatever its L0.
+  config = evaluation.EvalConfig(num_tasks=3, num_steps=STEPS,
+                                 meta_objective="log_final")
+  meta_loss, per_family = evaluation.evaluate_population(
+      SGD, QUADRATIC, np.asarray([1.0]), {"lr": jnp.asarray([0.25, 0.0])},
+      KEY, config)
+  np.testing.assert_allclose(meta_loss, [-3 * np.log(4.0), 0.0], atol=1e-5)
+  np.testing.assert_allclose(per_family[0], meta_loss)
+
+
+def test_log_meta_loss_floors_zero_and_keeps_divergence_visible():
+  losses = jnp.asarray([[[2.0, 0.0], [2.0, 1.0]], [[2.0, jnp.nan], [2.0, 1.0]]])
+  got = np.asarray(evaluation.normalized_meta_loss(losses, 0.5, log=True))
+  np.testing.assert_allclose(got[0], (np.log(1e-10) + np.log(0.5)) / 2,
+                             rtol=1e-6)
+  assert np.isnan(got[1])
