@@ -76,16 +76,24 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     beta1, beta2, slow_beta: decays of the nominal Adam moments and of the
       slower momentum the MLP also sees.
     eps: Adam's epsilon.
+    log_lr_scale: theta stores log_lr / log_lr_scale. An outer step moves every
+      weight by about the same amount (the self-update's steps are capped in
+      RMS, Adam's are ~lr per weight), so at scale 1 the base rate moves
+      by at most ~1e-3 in log per meta step and is in effect frozen; a scale
+      of ~30 lets meta-training change it by e-fold in tens of meta steps.
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,
                hidden_layers: int = 2, max_log_lr_change: float = 3.0,
                output_init_scale: float = 0.1, beta1: float = 0.9,
                beta2: float = 0.999, slow_beta: float = 0.99,
-               eps: float = 1e-8):
+               eps: float = 1e-8, log_lr_scale: float = 1.0):
     super().__init__()
     if not initial_lr > 0:
       raise ValueError(f"NominalMLPLOpt.initial_lr must be > 0, got {initial_lr}")
+    if not log_lr_scale > 0:
+      raise ValueError(
+          f"NominalMLPLOpt.log_lr_scale must be > 0, got {log_lr_scale}")
     self.initial_lr = initial_lr
     self.hidden_size = hidden_size
     self.hidden_layers = hidden_layers
@@ -93,12 +101,14 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     self.output_init_scale = output_init_scale
     self.beta1, self.beta2, self.slow_beta = beta1, beta2, slow_beta
     self.eps = eps
+    self.log_lr_scale = log_lr_scale
 
   def init(self, key: jax.Array) -> lopt_base.MetaParams:
     """Random MLP weights (truncated normal, 1/sqrt(fan_in)) and log_lr."""
     sizes = ([_NUM_PARAM_FEATURES + _NUM_GLOBAL_FEATURES]
              + [self.hidden_size] * self.hidden_layers + [2])
-    theta = {"log_lr": jnp.asarray(math.log(self.initial_lr), jnp.float32)}
+    theta = {"log_lr": jnp.asarray(math.log(self.initial_lr) / self.log_lr_scale,
+                                   jnp.float32)}
     keys = jax.random.split(key, len(sizes) - 1)
     for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
       scale = (self.output_init_scale if i == len(sizes) - 2 else 1.0)
@@ -168,7 +178,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           glob = jnp.broadcast_to(glob, feats.shape[:1] + glob.shape)
           out = lopt._mlp(theta, jnp.concatenate([feats, glob], axis=-1))
           r = lopt.max_log_lr_change
-          log_lr = theta["log_lr"] + r * jnp.tanh(out[:, 0] / r)
+          log_lr = (lopt.log_lr_scale * theta["log_lr"]
+                    + r * jnp.tanh(out[:, 0] / r))
           step = jnp.exp(log_lr) * (adam.reshape(-1) + jnp.tanh(out[:, 1]))
           return p - step.reshape(p.shape).astype(p.dtype)
 

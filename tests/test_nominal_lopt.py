@@ -41,10 +41,13 @@ def _run(opt_update, state, loss, get_params, steps):
   return state, losses
 
 
-@pytest.mark.parametrize("lr", [1e-3, 3e-2])
-def test_zero_output_layer_is_exactly_adam(lr):
-  """With the MLP's last layer at zero, the learned optimizer is optax.adam."""
-  lopt = NominalMLPLOpt(initial_lr=lr, output_init_scale=0.0)
+@pytest.mark.parametrize("lr,log_lr_scale", [(1e-3, 1.0), (3e-2, 1.0),
+                                             (3e-2, 30.0)])
+def test_zero_output_layer_is_exactly_adam(lr, log_lr_scale):
+  """With the MLP's last layer at zero, the learned optimizer is optax.adam
+  (at initial_lr, however the base rate is stored)."""
+  lopt = NominalMLPLOpt(initial_lr=lr, output_init_scale=0.0,
+                        log_lr_scale=log_lr_scale)
   theta = lopt.init(jax.random.PRNGKey(0))
   loss, params = _problem()
   opt = lopt.opt_fn(theta)
@@ -104,6 +107,8 @@ def test_schedule_features_see_the_run_length():
   assert not np.allclose(short.params["w"], long.params["w"])
 
 
-def test_rejects_nonpositive_learning_rate():
+def test_rejects_nonpositive_learning_rate_or_scale():
   with pytest.raises(ValueError, match="initial_lr must be > 0"):
     NominalMLPLOpt(initial_lr=0.0)
+  with pytest.raises(ValueError, match="log_lr_scale must be > 0"):
+    NominalMLPLOpt(log_lr_scale=0.0)
