@@ -122,9 +122,11 @@ def test_budget_ending_mid_phase_leaves_a_valid_summary(tmp_path,
   assert summary["targets"]["population_64_vs_8"]["met"] is None
 
 
-@pytest.mark.parametrize("name,outer", [("selftrain_gpu.gin", "learned"),
-                                        ("adam_outer_baseline_gpu.gin", "Adam")])
-def test_gpu_configs_run_two_meta_steps(name, outer, tmp_path):
+@pytest.mark.parametrize("name,outer,lopt", [
+    ("selftrain_gpu.gin", "learned", "MLPLOpt"),
+    ("adam_outer_baseline_gpu.gin", "Adam", "MLPLOpt"),
+    ("selftrain_nominal_gpu.gin", "learned", "NominalMLPLOpt")])
+def test_gpu_configs_run_two_meta_steps(name, outer, lopt, tmp_path):
   """The GPU configs as they are, shrunk only by tiny_cpu.gin's sizes."""
   try:
     config.parse([str(REPO / "gin_configs" / "gpu" / name)],
@@ -134,6 +136,7 @@ def test_gpu_configs_run_two_meta_steps(name, outer, tmp_path):
   finally:
     gin.clear_config()
   assert trainer.outer_optimizer_name == outer
+  assert type(trainer.learned_opt).__name__ == lopt
   assert trainer.task_mixture.names == ("mnist1d_mlp128", "quadratic100")
   assert isinstance(schedule, truncation_schedule.LogUniformLengthSchedule)
   state = training.train(trainer, str(tmp_path), max_meta_steps=2,
