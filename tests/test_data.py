@@ -1,4 +1,5 @@
-"""Tests for the task data: embedded MNIST-1D and tfds image datasets."""
+"""Tests for the task data: embedded MNIST-1D, generated tabular sets and tfds
+image datasets."""
 
 import os
 import random
@@ -113,3 +114,22 @@ def test_tfds_missing_dataset_names_dataset_and_dir(tmp_path):
   assert "fashion_mnist" in line and str(tmp_path) in line
   assert "tfds build fashion_mnist" in line
 
+
+def test_tabular_datasets_are_generated_standardised_and_seeded():
+  def make(generation_seed):
+    return tasks.tabular_datasets(batch_size=16, num_samples=250,
+                                  num_features=8, num_classes=3,
+                                  generation_seed=generation_seed)
+
+  ds = make(1)
+  assert ds.extra_info["num_classes"] == 3
+  assert ds.extra_info["num_examples"] == {
+      "train": 160, "inner_valid": 20, "outer_valid": 20, "test": 50}
+  batch = next(ds.train)
+  assert batch["image"].shape == (16, 8) and batch["image"].dtype == np.float32
+  assert set(np.unique(batch["label"])) <= {0, 1, 2}
+  train = np.concatenate([next(ds.train)["image"] for _ in range(10)])
+  assert abs(train.mean()) < 0.2 and 0.8 < train.std() < 1.2
+  first = next(make(1).test)["image"]
+  np.testing.assert_array_equal(first, next(make(1).test)["image"])
+  assert not np.allclose(first, next(make(2).test)["image"])

@@ -111,6 +111,8 @@ FAMILIES = {
     "broad_deep_mlp": _broad_family("deep", tasks.MaskedMLPFamily),
     "broad_reparam": _broad_family(
         "reparam", task_augmentation.ReparamWeightsFamily),
+    "tabular_wide": _paper_family("tab_wide", tasks.MaskedMLPFamily,
+                                  "mix_tabular.gin"),
 }
 IMAGE_FAMILIES = {
     "fmnist8_masked_mlp": lambda ds: tasks.MaskedMLPFamily(ds["fashion_mnist"]),

@@ -46,7 +46,8 @@ MIXTURE_CONFIGS = sorted(glob.glob(str(GIN_DIR.parent / "**" / "*.gin"),
 def test_no_mixture_config_reaches_digits(path, data_dir, clean_gin,
                                           monkeypatch, tmp_path):
   """Every gin file that builds a TaskMixture builds it without touching
-  scikit-learn's digits (reserved for lopt_selftrain.heldout)."""
+  scikit-learn's bundled sets (digits, breast cancer, wine, iris: reserved for
+  lopt_selftrain.heldout)."""
   import sklearn.datasets  # pylint: disable=g-import-not-at-top
 
   from lopt_selftrain import config, training  # noqa: F401  (gin registrations)
@@ -55,7 +56,8 @@ def test_no_mixture_config_reaches_digits(path, data_dir, clean_gin,
   def forbidden(*args, **kwargs):
     raise AssertionError("a meta-training mixture loaded a held-out dataset")
 
-  monkeypatch.setattr(sklearn.datasets, "load_digits", forbidden)
+  for loader in ("load_digits", "load_breast_cancer", "load_wine", "load_iris"):
+    monkeypatch.setattr(sklearn.datasets, loader, forbidden)
   monkeypatch.setattr(heldout_tasks, "sklearn_arrays", forbidden)
   config.parse([path], [f"mnist1d_datasets.data_dir = '{data_dir}'",
                         f"TFDS_DIR = '{tmp_path}'"])

@@ -13,6 +13,7 @@ from lopt_selftrain.tasks.data import (
   default_data_dir,
   load_mnist1d,
   mnist1d_datasets,
+  tabular_datasets,
 )
 from lopt_selftrain.tasks.mixture import TaskMixture
 from lopt_selftrain.tasks.mlp_family import MaskedMLPFamily
@@ -29,5 +30,6 @@ __all__ = [
     "default_data_dir",
     "load_mnist1d",
     "mnist1d_datasets",
+    "tabular_datasets",
     "tfds_image_datasets",
 ]
