@@ -38,8 +38,10 @@ SMALL_PAPER = [
 # ill-conditioned noisy quadratic. Architecture, estimator, truncation schedule,
 # meta-objectives and PBT are as configured; every family of the mix is built
 # by test_mixture.py and trained for real in docs/heldout.md's runs.
-SMALL_BROAD = [
-    "PopulationTrainer.population_size = 2", "EstimatorConfig.num_tasks = 2",
+# The tabular config (tasks/mix_tabular.gin, 3 families) keeps its families.
+SMALL_MEMBERS = ["PopulationTrainer.population_size = 2",
+                 "EstimatorConfig.num_tasks = 2"]
+SMALL_BROAD = SMALL_MEMBERS + [
     "TaskMixture.families = [@conv/MaskedConv1DFamily(),"
     " @reparam/ReparamWeightsFamily(), @cquad/ConditionedQuadraticFamily()]",
     "TaskMixture.weights = [0.4, 0.3, 0.3]",
@@ -51,7 +53,8 @@ def _shrunk(path):
   """Bindings that make `path` run quickly on 2 CPU cores."""
   name = os.path.basename(path)
   return SMALL_EVAL + (SMALL_PAPER if "paper" in name else
-                       SMALL_BROAD if "broad" in name else [])
+                       SMALL_BROAD if "broad" in name else
+                       SMALL_MEMBERS if "tabular" in name else [])
 
 
 def _build(path, bindings=()):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 
-PRETRAINED: tuple[str, ...] = ("selftrained_nominal_broad", "selftrained_broad_mlp",
-                               "selftrained_demo_mlp")
+PRETRAINED: tuple[str, ...] = ("selftrained_nominal_tabular",
+                               "selftrained_nominal_broad",
+                               "selftrained_broad_mlp", "selftrained_demo_mlp")
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 
