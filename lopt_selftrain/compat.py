@@ -213,10 +213,39 @@ def population_gradient_estimate(estimator: Any) -> Callable[..., Any]:
     return jax.vmap(estimate)
 
   def with_datas(weights, keys, states):
-    datas = estimator.get_datas()
+    datas = _traced_datas(estimator)
     return jax.vmap(lambda w, k, s: estimate(w, k, s, datas_list=datas))(
         weights, keys, states)
   return with_datas
+
+
+def _traced_datas(estimator: Any) -> list[Any]:
+  """lo HEAD's `estimator.get_datas()`, safe under jit.
+
+  HEAD stacks each draw with numpy (`get_batches(numpy=True)`), which cannot
+  take the traced batches that `data_stream.feeding` serves inside the jitted
+  population step. This draws the same batches in the same order (per unroll:
+  train, then the meta-loss split if any) through lo's `get_batches` with
+  jnp stacking. Estimators without a vectorised lo truncated step keep theirs.
+  """
+  step = getattr(estimator, "truncated_step", None)
+  length = getattr(estimator, "trunc_length",
+                   getattr(estimator, "unroll_length", None))
+  if step is None or length is None or not hasattr(step, "task_family"):
+    return estimator.get_datas()
+  from learned_optimization import training  # pylint: disable=g-import-not-at-top
+  shape = (estimator.steps_per_jit, step.num_tasks)
+  meta_split = getattr(step, "meta_loss_split", None)
+
+  def draw(split):
+    return training.get_batches(step.task_family, shape, split=split,
+                                numpy=False)
+
+  def unroll():
+    if meta_split in (None, "same_data"):
+      return draw("train")
+    return draw("train"), draw(meta_split)
+  return [unroll() for _ in range(length // estimator.steps_per_jit)]
 
 
 def schedule_length(trunc_sched: Any) -> int:

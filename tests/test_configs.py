@@ -84,7 +84,7 @@ def test_there_are_configs_to_check():
 
 
 @pytest.mark.parametrize("path", TOP_LEVEL_CONFIGS, ids=os.path.basename)
-def test_config_parses_and_runs_two_meta_steps(path, tmp_path):
+def test_config_parses_and_runs_two_meta_steps(path, tmp_path, clean_gin):
   trainer = _build(path, _shrunk(path))
   training.train(trainer, str(tmp_path), max_meta_steps=2)
   steps = [r["step"] for r in checkpoint.read(str(tmp_path / "metrics.jsonl"))]

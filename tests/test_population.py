@@ -18,6 +18,7 @@ from lopt_selftrain import (
   pbt,
   population,
   rounds,
+  tasks,
   training,
 )
 from lopt_selftrain.self_update import SelfUpdate
@@ -26,10 +27,11 @@ from lopt_selftrain.tasks import TaskMixture
 N = 3
 
 
-def _trainer(outer_opt=None, teacher="self", population_size=N, **pbt_kwargs):
+def _trainer(outer_opt=None, teacher="self", population_size=N, family=None,
+             **pbt_kwargs):
   return population.PopulationTrainer(
       learned_opt=mlp_lopt.MLPLOpt(step_mult=0.1, compute_summary=False),
-      task_mixture=TaskMixture([quadratics.FixedDimQuadraticFamily(4)]),
+      task_mixture=TaskMixture([family or quadratics.FixedDimQuadraticFamily(4)]),
       outer_opt=outer_opt or SelfUpdate(step_scale=0.01),
       population_size=population_size, teacher=teacher,
       estimator=population.EstimatorConfig(
@@ -81,6 +83,21 @@ def test_vmapped_population_step_equals_per_member_loop(outer, teacher):
     _assert_trees_close(trainer.outer_opt.get_params(expected),
                         _member(trainer.thetas(new_state), i))
   assert int(new_state.step) == 1 and bool(new_state.healthy.all())
+
+
+def test_population_steps_on_a_data_family(data_dir):
+  """Batches of a family with data are fed into the jitted step as arguments.
+  On lo HEAD, whose estimators stack their draws with numpy, this failed on
+  the traced batches (quadratics, which have no data, did not show it)."""
+  family = tasks.MaskedMLPFamily(
+      tasks.mnist1d_datasets(batch_size=8, data_dir=data_dir), max_width=4,
+      min_width=2, max_depth=1)
+  trainer = _trainer(family=family)
+  state = trainer.init()
+  for _ in range(2):
+    state, losses = trainer.step(state)
+  assert int(state.step) == 2 and bool(state.healthy.all())
+  assert np.all(np.isfinite(np.asarray(losses)))
 
 
 def test_members_start_different_and_outer_optimizer_is_learned():
