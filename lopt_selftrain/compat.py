@@ -202,50 +202,30 @@ def make_gradient_estimator(
 def population_gradient_estimate(estimator: Any) -> Callable[..., Any]:
   """`estimator.compute_gradient_estimate` vmapped over members, for use in jit.
 
-  lo 0.0.1's estimators draw their batches from the task family's iterators
-  while traced; lo HEAD's truncated ones refuse to, and take them as
-  `datas_list` (from `get_datas`). Either way the draw happens once per
-  trace, so every member of the population gets the same batches.
+  Returns fn(weights, keys, states, datas): every member gets the same batches.
+  `datas` is `host_datas(estimator)`: None for lo 0.0.1's estimators, which
+  draw their batches from the task family's iterators while traced (fed by
+  `data_stream.feeding`); lo HEAD's truncated ones refuse to and take them as
+  `datas_list`.
   """
   estimate = functools.partial(estimator.compute_gradient_estimate,
                                with_summary=False)
-  if not hasattr(estimator, "get_datas"):
-    return jax.vmap(estimate)
-
-  def with_datas(weights, keys, states):
-    datas = _traced_datas(estimator)
-    return jax.vmap(lambda w, k, s: estimate(w, k, s, datas_list=datas))(
+  if not takes_datas(estimator):
+    return lambda weights, keys, states, datas: jax.vmap(estimate)(
         weights, keys, states)
-  return with_datas
+  return lambda weights, keys, states, datas: jax.vmap(
+      lambda w, k, s: estimate(w, k, s, datas_list=datas))(weights, keys, states)
 
 
-def _traced_datas(estimator: Any) -> list[Any]:
-  """lo HEAD's `estimator.get_datas()`, safe under jit.
+def takes_datas(estimator: Any) -> bool:
+  """Whether the estimator takes its batches as an argument (lo HEAD)."""
+  return hasattr(estimator, "get_datas")
 
-  HEAD stacks each draw with numpy (`get_batches(numpy=True)`), which cannot
-  take the traced batches that `data_stream.feeding` serves inside the jitted
-  population step. This draws the same batches in the same order (per unroll:
-  train, then the meta-loss split if any) through lo's `get_batches` with
-  jnp stacking. Estimators without a vectorised lo truncated step keep theirs.
-  """
-  step = getattr(estimator, "truncated_step", None)
-  length = getattr(estimator, "trunc_length",
-                   getattr(estimator, "unroll_length", None))
-  if step is None or length is None or not hasattr(step, "task_family"):
-    return estimator.get_datas()
-  from learned_optimization import training  # pylint: disable=g-import-not-at-top
-  shape = (estimator.steps_per_jit, step.num_tasks)
-  meta_split = getattr(step, "meta_loss_split", None)
 
-  def draw(split):
-    return training.get_batches(step.task_family, shape, split=split,
-                                numpy=False)
-
-  def unroll():
-    if meta_split in (None, "same_data"):
-      return draw("train")
-    return draw("train"), draw(meta_split)
-  return [unroll() for _ in range(length // estimator.steps_per_jit)]
+def host_datas(estimator: Any) -> Any:
+  """lo HEAD: one estimate's batches, `estimator.get_datas()`, drawn here on the
+  host (HEAD stacks them with numpy, so not under jit). lo 0.0.1: None."""
+  return estimator.get_datas() if takes_datas(estimator) else None
 
 
 def schedule_length(trunc_sched: Any) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -273,21 +274,38 @@ class PopulationTrainer:
     if step is None:
       step = int(sharding.to_host(state.step))
     family = self.family_index(step)
-    fam = self.task_mixture.families[family]
+    return self.step_fn(family, state)(state, *self.step_inputs(family))
+
+  def step_fn(self, family: int, state: PopulationState) -> Callable[..., Any]:
+    """The jitted step on family `family`: fn(state, *step_inputs(family)).
+
+    Made on first use, when it also measures how many batches lo 0.0.1's
+    estimators draw while traced (`data_stream.batch_demand`).
+    """
     if family not in self._step_fns:
-      self._batch_demand[family] = data_stream.batch_demand(
-          fam, lambda: self._step_body(family, state))
+      fam = self.task_mixture.families[family]
+      self._batch_demand[family] = (
+          {} if compat.takes_datas(self.estimators[family]) else
+          data_stream.batch_demand(fam, lambda: self._step_body(family, state)))
       self._step_fns[family] = jax.jit(functools.partial(self._fed_step, family))
-    batches = data_stream.draw(fam, self._batch_demand[family])
-    return self._step_fns[family](state, batches)
+    return self._step_fns[family]
+
+  def step_inputs(self, family: int) -> tuple[dict[str, Any], Any]:
+    """One step's data, drawn on the host from the family's (counting) iterators:
+    the batches lo 0.0.1's estimators draw while traced, and lo HEAD's
+    `get_datas()`; each side is empty on the other lo."""
+    fam = self.task_mixture.families[family]
+    return (data_stream.draw(fam, self._batch_demand[family]),
+            compat.host_datas(self.estimators[family]))
 
   def _fed_step(self, family: int, state: PopulationState,
-                batches: dict[str, Any]) -> tuple[PopulationState, jax.Array]:
-    """`_step_body` reading lo's batches from the `batches` argument."""
+                batches: dict[str, Any], datas: Any = None
+                ) -> tuple[PopulationState, jax.Array]:
+    """`_step_body` reading lo's batches from its arguments."""
     with data_stream.feeding(self.task_mixture.families[family], batches):
-      return self._step_body(family, state)
+      return self._step_body(family, state, datas)
 
-  def _step_body(self, family: int, state: PopulationState
+  def _step_body(self, family: int, state: PopulationState, datas: Any = None
                  ) -> tuple[PopulationState, jax.Array]:
     """vmap(lo estimator) -> vmap(outer update), on one family's estimator."""
     key, k_est, k_teacher = jax.random.split(state.key, 3)
@@ -295,7 +313,7 @@ class PopulationTrainer:
         self.thetas(state), state.step)
     out, _ = self._estimate[family](
         weights, jax.random.split(k_est, self.population_size),
-        state.estimator_states[family])
+        state.estimator_states[family], datas)
     outer_state, fault = self._apply_update(
         state.outer_opt_state, out.grad, out.mean_loss,
         self._teacher_index(state.meta_loss, k_teacher), state.fault)

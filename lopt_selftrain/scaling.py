@@ -22,7 +22,7 @@ from typing import Any
 
 import jax
 
-from lopt_selftrain import benchmark, data_stream, roofline
+from lopt_selftrain import benchmark, roofline
 from lopt_selftrain.budget import Deadline
 from lopt_selftrain.population import PopulationState, PopulationTrainer
 
@@ -30,9 +30,7 @@ from lopt_selftrain.population import PopulationState, PopulationTrainer
 def compiled_step(trainer: PopulationTrainer, state: PopulationState) -> Any:
   """The compiled program that `trainer.step` runs for family 0, after it ran
   once (jax's in-memory cache returns it without compiling again)."""
-  family = trainer.task_mixture.families[0]
-  batches = data_stream.draw(family, trainer._batch_demand[0])  # noqa: SLF001
-  return trainer._step_fns[0].lower(state, batches).compile()  # noqa: SLF001
+  return trainer.step_fn(0, state).lower(state, *trainer.step_inputs(0)).compile()
 
 
 def step_cost(trainer: PopulationTrainer, state: PopulationState,

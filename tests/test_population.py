@@ -14,6 +14,7 @@ from lopt_selftrain import (
   checkpoint,
   compat,
   config,
+  data_stream,
   evaluation,
   pbt,
   population,
@@ -86,9 +87,10 @@ def test_vmapped_population_step_equals_per_member_loop(outer, teacher):
 
 
 def test_population_steps_on_a_data_family(data_dir):
-  """Batches of a family with data are fed into the jitted step as arguments.
-  On lo HEAD, whose estimators stack their draws with numpy, this failed on
-  the traced batches (quadratics, which have no data, did not show it)."""
+  """A family with data steps under both lo versions, its batches drawn on the
+  host through the counting iterators (so a resumed run can seek to them).
+  On lo HEAD, whose `get_datas` stacks with numpy, drawing inside the jitted
+  step failed (quadratics, which have no data, did not show it)."""
   family = tasks.MaskedMLPFamily(
       tasks.mnist1d_datasets(batch_size=8, data_dir=data_dir), max_width=4,
       min_width=2, max_depth=1)
@@ -98,6 +100,7 @@ def test_population_steps_on_a_data_family(data_dir):
     state, losses = trainer.step(state)
   assert int(state.step) == 2 and bool(state.healthy.all())
   assert np.all(np.isfinite(np.asarray(losses)))
+  assert data_stream.positions([family])[0]["train"] > 0
 
 
 def test_members_start_different_and_outer_optimizer_is_learned():

@@ -207,8 +207,8 @@ def _inject_into_meta_gradient(trainer, monkeypatch, members, value):
   """
   (estimate,) = trainer._estimate  # one task family
 
-  def poisoned(weights, keys, states):
-    out, summary = estimate(weights, keys, states)
+  def poisoned(weights, keys, states, datas):
+    out, summary = estimate(weights, keys, states, datas)
     now = weights.outer_state.outer_iteration[0]
     return out.replace(grad=_poison_rows(out.grad, members, value,
                                          now == POISON_STEP)), summary
