@@ -54,7 +54,7 @@ def _shrunk(path):
   name = os.path.basename(path)
   return SMALL_EVAL + (SMALL_PAPER if "paper" in name else
                        SMALL_BROAD if "broad" in name else
-                       SMALL_MEMBERS if "tabular" in name else [])
+                       SMALL_MEMBERS if "tabular" in name or "generated" in name else [])
 
 
 def _build(path, bindings=()):

@@ -113,6 +113,8 @@ FAMILIES = {
         "reparam", task_augmentation.ReparamWeightsFamily),
     "tabular_wide": _paper_family("tab_wide", tasks.MaskedMLPFamily,
                                   "mix_tabular.gin"),
+    "tabular_generated": _paper_family("tabgen", tasks.GeneratedTabularFamily,
+                                       "mix_generated.gin"),
 }
 IMAGE_FAMILIES = {
     "fmnist8_masked_mlp": lambda ds: tasks.MaskedMLPFamily(ds["fashion_mnist"]),
@@ -204,3 +206,50 @@ def test_conditioned_quadratic_samples_condition_numbers():
   assert 0.1 < task.loss(task.init(key), key, ()) < 10
   with pytest.raises(ValueError, match="condition"):
     tasks.ConditionedQuadraticFamily(10, (0.5, 10.0))
+
+
+def _generated_task(seed, **kwargs):
+  family = tasks.GeneratedTabularFamily(**kwargs)
+  cfg = family.sample(jax.random.PRNGKey(seed))
+  return family, cfg, family.task_fn(cfg)
+
+
+def test_generated_tabular_task_owns_a_fixed_standardised_set():
+  """Each task is one set: rows depend on the example index only, active
+  features are standardised over the set, the rest are zero, labels < c."""
+  _, cfg, task = _generated_task(0, examples_range=(4000, 4000),
+                                 features_range=(5, 12), max_classes=5)
+  n, f, c = (int(cfg[k]) for k in ("examples", "features", "classes"))
+  x, y = task.rows(jnp.arange(n))
+  x, y = np.asarray(x), np.asarray(y)
+  assert x.shape == (n, 12) and not np.any(x[:, f:])
+  np.testing.assert_allclose(x[:, :f].mean(0), 0.0, atol=0.1)
+  np.testing.assert_allclose(x[:, :f].std(0), 1.0, atol=0.1)
+  assert set(np.unique(y)) == set(range(c))
+  again_x, again_y = task.rows(jnp.array([7, 3, 7]))
+  np.testing.assert_array_equal(np.asarray(again_x), x[[7, 3, 7]])
+  np.testing.assert_array_equal(np.asarray(again_y), y[[7, 3, 7]])
+  # Another task is another set.
+  other_x, _ = _generated_task(1, examples_range=(4000, 4000),
+                               features_range=(5, 12), max_classes=5)[2].rows(
+                                   jnp.arange(3))
+  assert not np.allclose(np.asarray(other_x), x[:3])
+
+
+def test_generated_tabular_loss_counts_only_active_classes():
+  """Logits of classes >= c are masked: a zero network's loss is log(c)."""
+  family, cfg, task = _generated_task(2, max_classes=10)
+  params = jax.tree_util.tree_map(jnp.zeros_like,
+                                  task.init(jax.random.PRNGKey(0)))
+  loss = task.loss(params, jax.random.PRNGKey(1), None)
+  np.testing.assert_allclose(loss, np.log(int(cfg["classes"])), rtol=1e-5)
+  assert family.datasets is None and family.input_dim == 32
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(examples_range=(0, 10)), dict(features_range=(8, 4)),
+    dict(max_classes=1), dict(max_label_noise=1.0),
+    dict(class_sep_range=(0.0, 1.0))])
+def test_generated_tabular_family_rejects_bad_config(kwargs):
+  with pytest.raises(ValueError, match="GeneratedTabularFamily needs"):
+    tasks.GeneratedTabularFamily(**kwargs)

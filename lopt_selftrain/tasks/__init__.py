@@ -15,6 +15,7 @@ from lopt_selftrain.tasks.data import (
   mnist1d_datasets,
   tabular_datasets,
 )
+from lopt_selftrain.tasks.generated_family import GeneratedTabularFamily
 from lopt_selftrain.tasks.mixture import TaskMixture
 from lopt_selftrain.tasks.mlp_family import MaskedMLPFamily
 from lopt_selftrain.tasks.quadratic_family import ConditionedQuadraticFamily
@@ -23,6 +24,7 @@ from lopt_selftrain.tasks.tfds_data import DatasetNotFoundError, tfds_image_data
 __all__ = [
     "ConditionedQuadraticFamily",
     "DatasetNotFoundError",
+    "GeneratedTabularFamily",
     "MaskedConv1DFamily",
     "MaskedMLPFamily",
     "TaskMixture",

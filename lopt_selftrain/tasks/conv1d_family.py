@@ -31,7 +31,8 @@ from lopt_selftrain.tasks.mlp_family import (
   ACTIVATIONS,
   MaskedClassifierTask,
   TaskCfg,
-  _log_uniform,
+  log_uniform,
+  log_uniform_int,
 )
 
 _DIMS = ("NWC", "WIO", "NWC")
@@ -136,13 +137,11 @@ class MaskedConv1DFamily(base.TaskFamily):
 
   def sample(self, key: jax.Array) -> TaskCfg:
     k_ch, k_depth, k_act, k_scale = jax.random.split(key, 4)
-    channels = jnp.floor(_log_uniform(k_ch, self.min_channels, self.max_channels + 1))
     return {
-        "channels": jnp.clip(channels, self.min_channels,
-                             self.max_channels).astype(jnp.int32),
+        "channels": log_uniform_int(k_ch, self.min_channels, self.max_channels),
         "depth": jax.random.randint(k_depth, (), 1, self.max_depth + 1),
         "activation": jax.random.randint(k_act, (), 0, len(self.activations)),
-        "init_scale": _log_uniform(k_scale, *self.init_scale_range),
+        "init_scale": log_uniform(k_scale, *self.init_scale_range),
     }
 
   def task_fn(self, cfg: TaskCfg) -> base.Task:

@@ -47,9 +47,16 @@ Params = dict[str, dict[str, jax.Array]]
 TaskCfg = dict[str, jax.Array]
 
 
-def _log_uniform(key: jax.Array, low: float, high: float) -> jax.Array:
+def log_uniform(key: jax.Array, low: float, high: float) -> jax.Array:
+  """A scalar log-uniform in [low, high)."""
   return jnp.exp(jax.random.uniform(key, (), minval=np.log(low),
                                     maxval=np.log(high)))
+
+
+def log_uniform_int(key: jax.Array, low: int, high: int) -> jax.Array:
+  """An int32 scalar log-uniform over [low, high] inclusive."""
+  value = jnp.floor(log_uniform(key, low, high + 1))
+  return jnp.clip(value, low, high).astype(jnp.int32)
 
 
 class MaskedClassifierTask(base.Task):
@@ -77,7 +84,7 @@ class MaskedClassifierTask(base.Task):
     return jnp.clip(jnp.nan_to_num(loss, nan=cap, posinf=cap, neginf=cap), 0, cap)
 
 
-class _MaskedMLPTask(MaskedClassifierTask):
+class MaskedMLPTask(MaskedClassifierTask):
   """One sampled MLP architecture."""
 
   def _unit_mask(self) -> jax.Array:
@@ -124,7 +131,8 @@ class MaskedMLPFamily(base.TaskFamily):
                max_width: int = 32, min_width: int = 8, max_depth: int = 2,
                activations: Sequence[str] = ("relu", "tanh", "gelu", "silu"),
                init_scale_range: tuple[float, float] = (0.5, 2.0),
-               name: str | None = None):
+               name: str | None = None,
+               shape: tuple[int, int] | None = None):
     """Builds the family.
 
     Args:
@@ -138,6 +146,8 @@ class MaskedMLPFamily(base.TaskFamily):
       activations: names from `ACTIVATIONS`, sampled uniformly.
       init_scale_range: (low, high) of the log-uniform weight-scale multiplier.
       name: family name; defaults to mlp_<dataset>_w<max_width>_d<max_depth>.
+      shape: (input width, classes) of a subclass whose tasks bring their own
+        data: `datasets` then stays None.
     """
     super().__init__()
     if not 1 <= min_width <= max_width or max_depth < 1:
@@ -147,26 +157,28 @@ class MaskedMLPFamily(base.TaskFamily):
     if unknown or not activations:
       raise ValueError(f"activations must be a non-empty subset of "
                        f"{sorted(ACTIVATIONS)}, got {list(activations)}")
-    self.datasets = data.mnist1d_datasets() if datasets is None else datasets
-    self.input_dim = int(np.prod(self.datasets.abstract_batch["image"].shape[1:]))
-    self.num_classes = int(self.datasets.extra_info["num_classes"])
+    if shape is not None:
+      self.datasets, (self.input_dim, self.num_classes) = None, shape
+    else:
+      self.datasets = data.mnist1d_datasets() if datasets is None else datasets
+      self.input_dim = int(np.prod(self.datasets.abstract_batch["image"].shape[1:]))
+      self.num_classes = int(self.datasets.extra_info["num_classes"])
     self.max_width, self.min_width, self.max_depth = max_width, min_width, max_depth
     self.activations = tuple(activations)
     self.activation_fns = tuple(ACTIVATIONS[a] for a in self.activations)
     self.init_scale_range = tuple(init_scale_range)
-    dataset_name = self.datasets.extra_info.get("name", "data")
+    dataset_name = (self.datasets.extra_info.get("name", "data")
+                    if self.datasets is not None else "data")
     self._name = name or f"mlp_{dataset_name}_w{max_width}_d{max_depth}"
 
   def sample(self, key: jax.Array) -> TaskCfg:
     k_width, k_depth, k_act, k_scale = jax.random.split(key, 4)
-    # log-uniform over [min_width, max_width + 1) floors to [min, max] inclusive
-    width = jnp.floor(_log_uniform(k_width, self.min_width, self.max_width + 1))
     return {
-        "width": jnp.clip(width, self.min_width, self.max_width).astype(jnp.int32),
+        "width": log_uniform_int(k_width, self.min_width, self.max_width),
         "depth": jax.random.randint(k_depth, (), 1, self.max_depth + 1),
         "activation": jax.random.randint(k_act, (), 0, len(self.activations)),
-        "init_scale": _log_uniform(k_scale, *self.init_scale_range),
+        "init_scale": log_uniform(k_scale, *self.init_scale_range),
     }
 
   def task_fn(self, cfg: TaskCfg) -> base.Task:
-    return _MaskedMLPTask(self, cfg)
+    return MaskedMLPTask(self, cfg)
