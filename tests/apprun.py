@@ -1,8 +1,12 @@
 """Running the train app as a user would, for the reliability and bad-input tests.
 
-Every process imports TF + JAX (~8 s on an idle machine) and compiles the
-population step, so the subprocesses of a pytest session share a persistent JAX
-compilation cache: only the first one compiles, restarts pay just the import.
+Every process compiles the population step, so the subprocesses of a pytest
+session share a persistent JAX compilation cache: only the first one compiles,
+restarts pay just the imports. Importing TensorFlow (which lo imports at module
+level) costs ~10 s of CPU per process, more than the rest of a tiny run, so
+`app_command` runs the app as on a GPU image without TensorFlow
+(launch/no_tensorflow.py; the same app, minus TensorBoard event files) unless a
+test needs TensorFlow or is about the plain `python -m` command.
 """
 
 import os
@@ -52,10 +56,14 @@ def app_env(tmp_path_factory) -> dict[str, str]:
 
 
 def app_command(log_dir: str, *flags: str, gin_configs=(TINY_CONFIG,),
-                bindings=()) -> list[str]:
-  """`python -m lopt_selftrain.apps.train` with the given configs, bindings, flags."""
-  return ([sys.executable, "-m", "lopt_selftrain.apps.train",
-           f"--train_log_dir={log_dir}"]
+                bindings=(), tensorflow: bool = False) -> list[str]:
+  """The train app with the given configs, bindings, flags: `python -m
+  lopt_selftrain.apps.train` if `tensorflow`, else through
+  launch/no_tensorflow.py with the installed TensorFlow hidden."""
+  runner = ([sys.executable, "-m"] if tensorflow else
+            ["env", "LOPT_HIDE_TENSORFLOW=1", sys.executable,
+             os.path.join(config.REPO_ROOT, "launch", "no_tensorflow.py")])
+  return (runner + ["lopt_selftrain.apps.train", f"--train_log_dir={log_dir}"]
           + [f"--gin_config={c}" for c in gin_configs]
           + [f"--gin_bindings={b}" for b in bindings] + list(flags))
 

@@ -2,8 +2,11 @@
 traceback, and the log dir's existing files (checkpoints above all) left byte
 for byte as they were.
 
-Every row is a real `python -m lopt_selftrain.apps.train` process; they all run in
-parallel (module fixture), and each row is then checked by its own test.
+Every row is a real app process (`apprun.app_command`: the train app through
+launch/no_tensorflow.py, and `python -m lopt_selftrain.apps.train` with
+TensorFlow for the TFDS row and the run dir the rerun rows start from);
+they all run in parallel (module fixture), and
+each row is then checked by its own test.
 """
 
 import concurrent.futures
@@ -73,7 +76,7 @@ ROWS = {
         lambda d, t: apprun.app_command(
             d, gin_configs=[apprun.TINY_CONFIG,
                             "gin_configs/tasks/tfds_fashion_mnist.gin"],
-            bindings=[f"TFDS_DIR = '{t}'"]),
+            bindings=[f"TFDS_DIR = '{t}'"], tensorflow=True),
         r"TFDS dataset 'fashion_mnist' .*not prepared in data_dir="),
 }
 INCOMPATIBLE = "checkpoint_of_another_population_size"
@@ -98,10 +101,12 @@ def _bad_row(name, seed_dir, tmp, env):
 
 
 def _trained(tmp, env):
-  """A run dir of 3 steps of the tiny config, trained by the app (checkpoints
-  at steps 0 and 3, 2 metrics records, operative_config.gin)."""
+  """A run dir of 3 steps of the tiny config, trained by the app with
+  TensorFlow (checkpoints at steps 0 and 3, 2 metrics records,
+  operative_config.gin, a TensorBoard events file)."""
   log_dir = tmp / "trained"
-  status, err = _run(apprun.app_command(str(log_dir), "--max_meta_steps=3"),
+  status, err = _run(apprun.app_command(str(log_dir), "--max_meta_steps=3",
+                                        tensorflow=True),
                      env, tmp / "app_trained")
   assert status == 0, err[-3000:]
   return log_dir

@@ -38,7 +38,7 @@ SMALL_PAPER = [
 # ill-conditioned noisy quadratic. Architecture, estimator, truncation schedule,
 # meta-objectives and PBT are as configured; every family of the mix is built
 # by test_mixture.py and trained for real in docs/heldout.md's runs.
-# The tabular config (tasks/mix_tabular.gin, 3 families) keeps its families.
+# The tabular and generated configs (3 and 2 families) keep their families.
 SMALL_MEMBERS = ["PopulationTrainer.population_size = 2",
                  "EstimatorConfig.num_tasks = 2"]
 SMALL_BROAD = SMALL_MEMBERS + [

@@ -89,7 +89,7 @@ finally:  # absl's app.run exits
 def test_train_app_runs_without_tensorflow(tmp_path, tmp_path_factory):
   log_dir = tmp_path / "run"
   argv = apprun.app_command(str(log_dir), bindings=(
-      "PopulationTrainer.num_meta_steps = 3",))[2:]
+      "PopulationTrainer.num_meta_steps = 3",), tensorflow=True)[2:]
   script = HIDE_TENSORFLOW_AND_RUN.format(launch=str(REPO / "launch"),
                                           argv=argv)
   result = subprocess.run([sys.executable, "-c", script],
