@@ -100,6 +100,13 @@ def array_datasets(train: Arrays, test: Arrays, *, batch_size: int,
                                 abstract_batch=abstract_batch)
 
 
+def standardise(x: np.ndarray, train_rows: slice | np.ndarray) -> np.ndarray:
+  """`x` with each feature scaled by the mean and std (+1e-6) of `x[train_rows]`
+  only, so held-back rows never inform the statistics."""
+  mean, std = x[train_rows].mean(0), x[train_rows].std(0) + 1e-6
+  return (x - mean) / std
+
+
 def default_data_dir() -> str:
   """$LOPT_DATA_DIR if set, else ~/.cache/lopt_selftrain (read at call time)."""
   return os.environ.get("LOPT_DATA_DIR") or os.path.expanduser(
@@ -190,8 +197,7 @@ def tabular_datasets(batch_size: int = 32, seed: int = 0,
       random_state=generation_seed)
   x, y = x.astype(np.float32), y.astype(np.int32)
   n_test = int(num_samples * test_fraction)
-  mean, std = x[n_test:].mean(0), x[n_test:].std(0) + 1e-6
-  x = (x - mean) / std
+  x = standardise(x, slice(n_test, None))
   return array_datasets((x[n_test:], y[n_test:]), (x[:n_test], y[:n_test]),
                         batch_size=batch_size, num_classes=num_classes,
                         name=f"tab{num_features}x{num_classes}", seed=seed,

@@ -46,8 +46,7 @@ def sklearn_arrays(name: str, seed: int = 0, test_fraction: float = 0.2
   order = np.random.default_rng(seed).permutation(len(y))
   n_test = int(len(y) * test_fraction)
   test, train = order[:n_test], order[n_test:]
-  mean, std = x[train].mean(0), x[train].std(0) + 1e-6
-  x = (x - mean) / std
+  x = data.standardise(x, train)
   if name == "digits":
     x = x.reshape(-1, 8, 8, 1)
   return (x[train], y[train]), (x[test], y[test])
