@@ -112,3 +112,22 @@ def test_rejects_nonpositive_learning_rate_or_scale():
     NominalMLPLOpt(initial_lr=0.0)
   with pytest.raises(ValueError, match="log_lr_scale must be > 0"):
     NominalMLPLOpt(log_lr_scale=0.0)
+
+
+def test_without_direction_correction_steps_are_scaled_adam_steps():
+  """direction_correction=False: one MLP output, and each entry's step is
+  Adam's direction times a positive factor within exp(log_lr +- R)."""
+  lopt = NominalMLPLOpt(initial_lr=1e-2, output_init_scale=50.0,
+                        max_log_lr_change=1.0, direction_correction=False)
+  theta = lopt.init(jax.random.PRNGKey(3))
+  assert theta[f"w{lopt.hidden_layers}"].shape[-1] == 1
+  loss, params = _problem()
+  opt = lopt.opt_fn(theta)
+  grad = jax.grad(loss)(params)
+  one = opt.update(opt.init(params, num_steps=200), grad)
+  for new, old, g in zip(*(jax.tree_util.tree_leaves(t)
+                           for t in (opt.get_params(one), params, grad))):
+    # First Adam step: the direction is sign(g) (to eps).
+    factor = np.asarray(old - new) / np.sign(np.asarray(g))
+    assert np.all(factor >= np.exp(np.log(1e-2) - 1.0) * (1 - 1e-4))
+    assert np.all(factor <= np.exp(np.log(1e-2) + 1.0) * (1 + 1e-4))
