@@ -299,7 +299,7 @@ class PopulationTrainer:
             compat.host_datas(self.estimators[family]))
 
   def _fed_step(self, family: int, state: PopulationState,
-                batches: dict[str, Any], datas: Any = None
+                batches: dict[str, Any], datas: Any
                 ) -> tuple[PopulationState, jax.Array]:
     """`_step_body` reading lo's batches from its arguments."""
     with data_stream.feeding(self.task_mixture.families[family], batches):

@@ -54,10 +54,12 @@ class _GeneratedTabularTask(mlp_family.MaskedMLPTask):
     weights = active / jnp.sum(active)
     mean_z = weights @ mu
     centred = (mu - mean_z) * jnp.sqrt(weights)[:, None]
-    cov_z = centred.T @ centred + jnp.diag(feature_mask)
-    mean_x = mean_z @ mix
-    std_x = jnp.sqrt(jnp.diag(mix.T @ cov_z @ mix) + 1e-6)
-    return mu, mix, mean_x, std_x
+    # z's covariance is centred.T @ centred (centroids) + identity on the
+    # active features (noise), so diag(mix.T @ cov_z @ mix) is, without
+    # forming the F x F x F product on every step:
+    var_x = (jnp.sum(jnp.square(centred @ mix), axis=0)
+             + jnp.sum(jnp.square(mix), axis=0))
+    return mu, mix, mean_z @ mix, jnp.sqrt(var_x + 1e-6)
 
   def rows(self, index: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Standardised inputs [B, max_features] and labels [B] of examples `index`."""
@@ -78,16 +80,19 @@ class _GeneratedTabularTask(mlp_family.MaskedMLPTask):
     x, y = jax.vmap(one)(index)
     return (x - mean_x) / std_x, y
 
+  def logits(self, params: Any, images: jax.Array) -> jax.Array:
+    """The MLP's logits, with classes >= c masked out."""
+    logits = super().logits(params, images)
+    return jnp.where(jnp.arange(logits.shape[-1]) < self._cfg["classes"],
+                     logits, -1e9)
+
   def loss(self, params: Any, key: jax.Array, batch: Any) -> jax.Array:
-    del batch  # the data is the task's own
+    """Cross-entropy on a minibatch of the task's own set (`batch` unused)."""
+    del batch
     index = jax.random.randint(key, (self._family.batch_size,), 0,
                                self._cfg["examples"])
     x, y = self.rows(index)
-    logits = self.logits(params, x)
-    logits = jnp.where(jnp.arange(logits.shape[-1]) < self._cfg["classes"],
-                       logits, -1e9)
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+    return super().loss(params, key, {"image": x, "label": y})
 
 
 @gin.configurable
@@ -132,11 +137,10 @@ class GeneratedTabularFamily(mlp_family.MaskedMLPFamily):
     self.batch_size = int(batch_size)
     self.class_sep_range = tuple(class_sep_range)
     self.max_label_noise = float(max_label_noise)
-    super().__init__(
-        shape=(self.features_range[1], self.max_classes),
-        name=name or (f"tabgen_f{high_f}_w{mlp_kwargs.get('max_width', 32)}"
-                      f"_d{mlp_kwargs.get('max_depth', 2)}"),
-        **mlp_kwargs)
+    super().__init__(shape=(self.features_range[1], self.max_classes),
+                     **mlp_kwargs)
+    self._name = name or (f"tabgen_f{high_f}_w{self.max_width}"
+                          f"_d{self.max_depth}")
 
   def sample(self, key: jax.Array) -> mlp_family.TaskCfg:
     k_mlp, k_data, k_n, k_f, k_c, k_sep, k_noise = jax.random.split(key, 7)
