@@ -7,10 +7,11 @@ at 1e-3..1e-2 training loss where tuned Adam reaches 1e-7 (docs/heldout.md).
 Here, as in lo's `MLPNomLOpt` (HEAD only) and Celo/VeLO, the MLP *modulates* a
 nominal Adam step instead:
 
-    step = exp(log_lr + R * tanh(n / R)) * (adam_direction + tanh(d))
+    step = exp(log_lr + R * tanh(n / R)) * (adam_direction + tanh(d) * s)
 
 `log_lr` is one learned scalar; `n` (log step-size modulation, bounded to
-+-R) and `d` (bounded direction correction) are per-parameter outputs of an MLP
++-R) and `d` (bounded direction correction; its scale `s` is 1, or the RMS
+of Adam's direction over the tensor) are per-parameter outputs of an MLP
 on normalised per-parameter features (gradient, parameter, two momenta, Adam
 directions) plus unnormalised global ones (fraction of the run done, so it can
 learn a schedule from `num_steps`; iteration; the tensor's log fan-in, so it can
@@ -87,6 +88,12 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       (the MLP has one output), so every step points where Adam's does; the
       additive term is a suspect for the learned optimizers' 1e-4 floor on
       quadratics that Adam drives to 1e-23 (docs/heldout.md).
+    relative_correction: scale `tanh(d)` by the RMS over the tensor of Adam's
+      direction. The MLP sees per-tensor normalised features only, so a
+      unit-scale correction keeps its size however small Adam's steps get;
+      scaled by Adam's RMS it fades as Adam's direction does when a run
+      converges, and on a wide tensor it is no larger than Adam's own step.
+      Only with `direction_correction`.
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,
@@ -94,7 +101,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                output_init_scale: float = 0.1, beta1: float = 0.9,
                beta2: float = 0.999, slow_beta: float = 0.99,
                eps: float = 1e-8, log_lr_scale: float = 1.0,
-               direction_correction: bool = True):
+               direction_correction: bool = True,
+               relative_correction: bool = False):
     super().__init__()
     if not initial_lr > 0:
       raise ValueError(f"NominalMLPLOpt.initial_lr must be > 0, got {initial_lr}")
@@ -110,6 +118,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     self.eps = eps
     self.log_lr_scale = log_lr_scale
     self.direction_correction = direction_correction
+    self.relative_correction = relative_correction
+    if relative_correction and not direction_correction:
+      raise ValueError("NominalMLPLOpt.relative_correction needs "
+                       "direction_correction=True")
 
   def init(self, key: jax.Array) -> lopt_base.MetaParams:
     """Random MLP weights (truncated normal, 1/sqrt(fan_in)) and log_lr."""
@@ -191,7 +203,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                     + r * jnp.tanh(out[:, 0] / r))
           direction = adam.reshape(-1)
           if lopt.direction_correction:
-            direction = direction + jnp.tanh(out[:, 1])
+            correction = jnp.tanh(out[:, 1])
+            if lopt.relative_correction:
+              correction = correction * jnp.sqrt(jnp.mean(jnp.square(direction)))
+            direction = direction + correction
           step = jnp.exp(log_lr) * direction
           return p - step.reshape(p.shape).astype(p.dtype)
 

@@ -131,3 +131,40 @@ def test_without_direction_correction_steps_are_scaled_adam_steps():
     factor = np.asarray(old - new) / np.sign(np.asarray(g))
     assert np.all(factor >= np.exp(np.log(1e-2) - 1.0) * (1 - 1e-4))
     assert np.all(factor <= np.exp(np.log(1e-2) + 1.0) * (1 + 1e-4))
+
+
+def test_relative_correction_fades_with_adams_direction():
+  """After one large gradient and 60 zero ones Adam's direction is ~0.9^60 of
+  its first step: a relative correction's step shrinks with it (each entry
+  within exp(log_lr + R) * (|adam| + rms(adam))), a unit one does not."""
+  loss, params = _problem()
+  grad = jax.grad(loss)(params)
+  zero = jax.tree_util.tree_map(jnp.zeros_like, grad)
+  adam = optax.scale_by_adam()
+  adam_state = adam.init(params)
+  steps = {}
+  for relative in (True, False):
+    lopt = NominalMLPLOpt(initial_lr=1e-2, output_init_scale=50.0,
+                          max_log_lr_change=1.0, relative_correction=relative)
+    opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(5)))
+    state = opt.init(params, num_steps=100)
+    for g in [grad] + [zero] * 60:
+      before = opt.get_params(state)
+      state = opt.update(state, g)
+    steps[relative] = jax.tree_util.tree_map(
+        lambda a, b: np.asarray(a - b), before, opt.get_params(state))
+  for g in [grad] + [zero] * 60:
+    direction, adam_state = adam.update(g, adam_state)
+  for step, d in zip(jax.tree_util.tree_leaves(steps[True]),
+                     jax.tree_util.tree_leaves(direction)):
+    d = np.asarray(d)
+    bound = np.exp(np.log(1e-2) + 1.0) * (np.abs(d) + np.sqrt(np.mean(d**2)))
+    assert np.all(np.abs(step) <= bound * (1 + 1e-4) + 1e-12)
+  unit = np.concatenate([np.ravel(s) for s in jax.tree_util.tree_leaves(steps[False])])
+  relative = np.concatenate([np.ravel(s) for s in jax.tree_util.tree_leaves(steps[True])])
+  assert np.sqrt(np.mean(unit**2)) > 100 * np.sqrt(np.mean(relative**2))
+
+
+def test_relative_correction_needs_a_correction():
+  with pytest.raises(ValueError, match="relative_correction needs"):
+    NominalMLPLOpt(direction_correction=False, relative_correction=True)
