@@ -299,21 +299,32 @@ def load_optax(path: str, num_steps: int | None = None
   return optax.GradientTransformationExtraArgs(init, update)
 
 
-def export_run(run_dir: str, out: str, member: int | None = None
-               ) -> dict[str, Any]:
-  """Exports one member of the latest checkpoint of a training run.
+class Population(NamedTuple):
+  """Every member of a run's latest checkpoint, ready to export or evaluate."""
+  run_dir: str
+  learned_opt: lopt_base.LearnedOptimizer
+  spec: LearnedOptSpec
+  thetas: Any  # leading member axis
+  step: int
+  meta_loss: np.ndarray  # [members]
+  lineage_events: list[dict[str, Any]]
+  outer_optimizer: str
+
+  def best_member(self) -> int:
+    """Index of the lowest finite meta-loss; ExportError if none is finite."""
+    if not np.isfinite(self.meta_loss).any():
+      raise ExportError(f"no member of step {self.step} of {self.run_dir} has a "
+                        "finite meta-loss; pick one with --member")
+    return int(np.nanargmin(np.where(np.isfinite(self.meta_loss),
+                                     self.meta_loss, np.inf)))
+
+
+def load_population(run_dir: str) -> Population:
+  """Reads the latest checkpoint of a training run.
 
   Rebuilds the run's trainer from its operative_config.gin (or the config it
   was resumed under, see `run_dir`), which replaces the global gin config of
   this process.
-
-  Args:
-    run_dir: the run's --train_log_dir.
-    out: exported file to write.
-    member: population index; None exports the lowest latest meta-loss.
-
-  Returns:
-    The provenance stored in the file.
   """
   run_dir = run_dir.rstrip("/")
   gin_path = f"{run_dir}/{config.OPERATIVE_CONFIG}"
@@ -336,30 +347,44 @@ def export_run(run_dir: str, out: str, member: int | None = None
     raise ExportError(f"{ckpt_dir} holds no intact checkpoint")
   step, tree, meta = found
   state = tree["population"]
-  meta_loss = np.asarray(state.meta_loss, np.float64)
-  size = len(meta_loss)
-  if member is None:
-    if not np.isfinite(meta_loss).any():
-      raise ExportError(f"no member of step {step} has a finite meta-loss; "
-                        "pick one with --member")
-    member = int(np.nanargmin(np.where(np.isfinite(meta_loss), meta_loss,
-                                       np.inf)))
-  elif not 0 <= member < size:
-    raise ExportError(f"--member={member} is out of range: the population has "
-                      f"{size} members (0..{size - 1})")
-  theta = jax.tree_util.tree_map(lambda x: np.asarray(x[member]),
-                                 trainer.thetas(state))
   with files.open(gin_path) as f:
     spec = spec_from_operative_config(trainer.learned_opt, f.read())
+  return Population(
+      run_dir=run_dir, learned_opt=trainer.learned_opt, spec=spec,
+      thetas=jax.tree_util.tree_map(np.asarray, trainer.thetas(state)),
+      step=step, meta_loss=np.asarray(state.meta_loss, np.float64),
+      lineage_events=list(meta["lineage"]),
+      outer_optimizer=trainer.outer_optimizer_name)
+
+
+def export_member(population: Population, member: int, out: str,
+                  **extra: Any) -> dict[str, Any]:
+  """Writes one member to `out`; returns its provenance (with `extra` added)."""
+  size = len(population.meta_loss)
+  if not 0 <= member < size:
+    raise ExportError(f"--member={member} is out of range: the population has "
+                      f"{size} members (0..{size - 1})")
+  theta = jax.tree_util.tree_map(lambda x: x[member], population.thetas)
   provenance = {
-      "run_dir": run_dir,
-      "step": step,
+      "run_dir": population.run_dir,
+      "step": population.step,
       "member": member,
       "population_size": size,
-      "meta_loss": float(meta_loss[member]),
-      "population_meta_loss": [float(x) for x in meta_loss],
-      "lineage": member_lineage(meta["lineage"], member),
-      "outer_optimizer": trainer.outer_optimizer_name,
+      "meta_loss": float(population.meta_loss[member]),
+      "population_meta_loss": [float(x) for x in population.meta_loss],
+      "lineage": member_lineage(population.lineage_events, member),
+      "outer_optimizer": population.outer_optimizer,
+      **extra,
   }
-  write(out, spec, theta, provenance)
+  write(out, population.spec, theta, provenance)
   return provenance
+
+
+def export_run(run_dir: str, out: str, member: int | None = None
+               ) -> dict[str, Any]:
+  """Exports one member (default: lowest meta-loss) of a run's latest
+  checkpoint (see `load_population`); returns the provenance stored."""
+  population = load_population(run_dir)
+  if member is None:
+    member = population.best_member()
+  return export_member(population, member, out)

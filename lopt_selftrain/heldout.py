@@ -51,7 +51,7 @@ ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 @functools.partial(jax.jit, static_argnames=("learned_opt", "family",
                                              "num_tasks", "num_steps"))
-def _curves_and_params(learned_opt: lopt_base.LearnedOptimizer,
+def curves_and_params(learned_opt: lopt_base.LearnedOptimizer,
                        family: tasks_base.TaskFamily, thetas: Any,
                        key: jax.Array, batches: Any, num_tasks: int,
                        num_steps: int) -> tuple[jax.Array, Any]:
@@ -86,7 +86,7 @@ def _curves_and_params(learned_opt: lopt_base.LearnedOptimizer,
   return jax.vmap(one)(thetas)
 
 
-def _adam_thetas(lrs: Sequence[float]) -> tuple[lopt_base.LearnedOptimizer, Any]:
+def adam_thetas(lrs: Sequence[float]) -> tuple[lopt_base.LearnedOptimizer, Any]:
   """lo's LearnableAdam (plain Adam) with one stacked weight set per lr."""
   adam = lopt_base.LearnableAdam(use_summary=False)
   thetas = {k: jnp.full(len(lrs), v)
@@ -107,13 +107,13 @@ def paired_runs(learned_opt: lopt_base.LearnedOptimizer, theta: Any,
   """
   key = jax.random.PRNGKey(seed)
   batches = evaluation.eval_batches(family, num_tasks, steps)
-  losses, params = _curves_and_params(
+  losses, params = curves_and_params(
       learned_opt, family, jax.tree_util.tree_map(lambda x: x[None], theta),
       key, batches, num_tasks, steps)
   out_curves = {"learned": np.asarray(losses[0])}
   out_params = {"learned": jax.tree_util.tree_map(lambda x: x[0], params)}
-  adam, thetas = _adam_thetas(adam_lrs)
-  losses, params = _curves_and_params(adam, family, thetas, key, batches,
+  adam, thetas = adam_thetas(adam_lrs)
+  losses, params = curves_and_params(adam, family, thetas, key, batches,
                                       num_tasks, steps)
   for i, lr in enumerate(adam_lrs):
     label = f"Adam lr={lr:g}"
@@ -342,22 +342,24 @@ def evaluate_family(exported: export.Exported, family: tasks_base.TaskFamily,
 
 def evaluate_suite(exported: export.Exported, optimizer: str, out_dir: str,
                    task_names: Sequence[str] = (), steps_scale: float = 1.0,
-                   seed: int = 0, adam_lrs: Sequence[float] = ADAM_LRS) -> str:
-  """Runs the suite (or the named tasks); writes out_dir/heldout.json, .md and
-  heldout_curves.png; returns the markdown."""
-  specs = suite_tasks(task_names)
+                   seed: int = 0, adam_lrs: Sequence[float] = ADAM_LRS,
+                   suite: str = "heldout") -> str:
+  """Runs the suite (or the named tasks); writes out_dir/SUITE.json, .md and
+  SUITE_curves.png (SUITE: "heldout" or "validation"); returns the markdown."""
+  specs = suite_tasks(task_names, suite)
   records, all_curves = run_suite(exported.learned_opt, exported.theta, specs,
                                   steps_scale, seed, adam_lrs)
   source = exported.provenance
-  title = (f"Held-out suite: {optimizer} (step {source.get('step', '?')}, "
+  title = (f"{'Held-out' if suite == 'heldout' else 'Validation'} suite: "
+           f"{optimizer} (step {source.get('step', '?')}, "
            f"member {source.get('member', '?')}) vs Adam tuned over "
            f"{len(adam_lrs)} learning rates")
   text = markdown(records, title)
   out = out_dir.rstrip("/")
   files.makedirs(out)
-  files.write_atomic(f"{out}/heldout.json",
+  files.write_atomic(f"{out}/{suite}.json",
                      json.dumps(records, indent=1).encode())
-  files.write_atomic(f"{out}/heldout.md", text.encode())
-  files.write_atomic(f"{out}/heldout_curves.png",
+  files.write_atomic(f"{out}/{suite}.md", text.encode())
+  files.write_atomic(f"{out}/{suite}_curves.png",
                      plot(all_curves, records, title))
   return text

@@ -1,6 +1,6 @@
 """Shared pytest set-up: import the package (and so compat) before lo; a
 persistent JAX compilation cache; --runslow; the data_dir, clean_gin and
-mock_image_datasets fixtures."""
+mock_image_datasets fixtures; `tiny_run`, a real 2-step run to export from."""
 
 import os
 
@@ -10,9 +10,12 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import apprun  # noqa: E402
 import gin  # noqa: E402
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import lopt_selftrain  # noqa: E402,F401  (restores legacy names before lo imports)
+from lopt_selftrain import config, training  # noqa: E402
+from lopt_selftrain.population import PopulationTrainer  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,3 +70,40 @@ def mock_image_datasets(tmp_path_factory):
         "cifar10": tasks.tfds_image_datasets(
             "cifar10", batch_size=16, data_dir=tfds_dir),
     }
+
+
+TINY_RUN = """
+PopulationTrainer.learned_opt = @MLPLOpt()
+MLPLOpt.step_mult = 0.1
+MLPLOpt.hidden_size = 8
+MLPLOpt.compute_summary = False
+PopulationTrainer.task_mixture = @TaskMixture()
+TaskMixture.families = [@FixedDimQuadraticFamily()]
+FixedDimQuadraticFamily.dim = 10
+PopulationTrainer.population_size = 2
+PopulationTrainer.num_meta_steps = 2
+PopulationTrainer.estimator = @EstimatorConfig()
+EstimatorConfig.kind = 'es'  # Compiles faster than PES; export does not care.
+EstimatorConfig.num_tasks = 2
+EstimatorConfig.trunc_length = 4
+EstimatorConfig.steps_per_jit = 4
+EstimatorConfig.trunc_sched = @ConstantTruncationSchedule()
+ConstantTruncationSchedule.total_length = 8
+PopulationTrainer.eval_config = @EvalConfig()
+EvalConfig.num_tasks = 2
+EvalConfig.num_steps = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A real 2-step run of a population of 2 on 10-d quadratics."""
+  log_dir = str(tmp_path_factory.mktemp("run"))
+  gin.clear_config()
+  config.parse([], [TINY_RUN])
+  trainer = PopulationTrainer()
+  config.RunConfig()  # The app builds it too, so the operative config binds it.
+  config.write_operative_config(log_dir)
+  state = training.train(trainer, log_dir, max_meta_steps=2)
+  gin.clear_config()
+  return log_dir, np.asarray(state.meta_loss), trainer.thetas(state)

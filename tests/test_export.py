@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import TINY_RUN
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.learned_optimizers import mlp_lopt
 from test_architectures import ARCHITECTURES, class_path, skip_unless_available
@@ -26,27 +27,6 @@ MLP_SPEC = export.LearnedOptSpec.of(mlp_lopt.MLPLOpt, step_mult=0.1,
                                     compute_summary=False)
 ADAM_SPEC = export.LearnedOptSpec.of(lopt_base.LearnableAdam, initial_lr=0.01,
                                      use_summary=False)
-TINY_RUN = """
-PopulationTrainer.learned_opt = @MLPLOpt()
-MLPLOpt.step_mult = 0.1
-MLPLOpt.hidden_size = 8
-MLPLOpt.compute_summary = False
-PopulationTrainer.task_mixture = @TaskMixture()
-TaskMixture.families = [@FixedDimQuadraticFamily()]
-FixedDimQuadraticFamily.dim = 10
-PopulationTrainer.population_size = 2
-PopulationTrainer.num_meta_steps = 2
-PopulationTrainer.estimator = @EstimatorConfig()
-EstimatorConfig.kind = 'es'  # Compiles faster than PES; export does not care.
-EstimatorConfig.num_tasks = 2
-EstimatorConfig.trunc_length = 4
-EstimatorConfig.steps_per_jit = 4
-EstimatorConfig.trunc_sched = @ConstantTruncationSchedule()
-ConstantTruncationSchedule.total_length = 8
-PopulationTrainer.eval_config = @EvalConfig()
-EvalConfig.num_tasks = 2
-EvalConfig.num_steps = 5
-"""
 
 
 def _write(path, spec, seed=0, provenance=None):
@@ -220,20 +200,6 @@ def test_member_lineage_follows_copies_and_restores():
   assert export.member_lineage(events[:3], 0) == [events[1], events[2]]
   # The restored population of step 10 already had 1 <- 0.
   assert export.member_lineage(events, 1) == [events[0], events[3]]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  """A real 2-step run of a population of 2 on 10-d quadratics."""
-  log_dir = str(tmp_path_factory.mktemp("run"))
-  gin.clear_config()
-  config.parse([], [TINY_RUN])
-  trainer = PopulationTrainer()
-  config.RunConfig()  # The app builds it too, so the operative config binds it.
-  config.write_operative_config(log_dir)
-  state = training.train(trainer, log_dir, max_meta_steps=2)
-  gin.clear_config()
-  return log_dir, np.asarray(state.meta_loss), trainer.thetas(state)
 
 
 def test_export_from_a_real_run(tiny_run, tmp_path):

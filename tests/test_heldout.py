@@ -31,7 +31,7 @@ def test_suite_is_large_enough_and_held_out():
   assert len(names) >= 6 and len(set(names)) == len(names)
   assert {"digits_mlp", "digits_conv", "digits_mlp_wide_deep"} <= set(names)
   assert min(t.steps for t in heldout_tasks.SUITE) >= 1000  # >= 10x the demo's 100
-  with pytest.raises(ValueError, match="unknown held-out task"):
+  with pytest.raises(ValueError, match="unknown heldout task"):
     heldout_tasks.suite_tasks(["digits_mlp", "mnist1d"])
 
 
@@ -77,8 +77,9 @@ def test_tiny_suite_writes_json_md_png(adam_file, tmp_path, capsys):
 
 def test_bad_suite_input_is_one_error_line(adam_file, tmp_path, capsys):
   for args, message in [
-      (("heldout", ["nope"], 1.0), "unknown held-out task(s) ['nope']"),
+      (("heldout", ["nope"], 1.0), "unknown heldout task(s) ['nope']"),
       (("other", [], 1.0), "unknown --suite 'other'"),
+      (("validation", ["digits_mlp"], 1.0), "unknown validation task(s)"),
       (("heldout", [], 0.0), "need steps_scale > 0"),
   ]:
     with pytest.raises(SystemExit) as info:

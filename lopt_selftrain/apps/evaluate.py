@@ -6,7 +6,8 @@ The held-out suite (`lopt_selftrain.heldout`):
       --out_dir=DIR [--tasks=digits_mlp,iris_mlp] [--steps_scale=0.1]
 
 writes DIR/heldout.json (one record per task), DIR/heldout.md (the table) and
-DIR/heldout_curves.png. One task family instead:
+DIR/heldout_curves.png; --suite=validation runs `tasks.heldout.VALIDATION`
+(the suite `lopt_selftrain.apps.select` chooses by) into DIR/validation.*. One task family instead:
 
   python -m lopt_selftrain.apps.evaluate --optimizer=lopt.lopt --task=quadratic \
       [--steps=1000] [--num_tasks=1] [--out_dir=eval_quadratic]
@@ -37,17 +38,18 @@ def cli(optimizer: str | None, task: str | None, steps: int, out_dir: str | None
         steps_scale: float = 1.0) -> None:
   """The app minus flag parsing: prints the table, or `error: ...` and exit 2."""
   with config.user_errors_exit():  # bad input: one line; bugs: a traceback
-    if suite not in (None, "heldout"):
-      raise ValueError(f"unknown --suite {suite!r}; known: heldout")
+    if suite not in (None, *heldout_tasks.SUITES):
+      raise ValueError(f"unknown --suite {suite!r}; known: "
+                       f"{', '.join(heldout_tasks.SUITES)}")
     if not optimizer or not (task or suite):
       raise ValueError("--optimizer and --task (or --suite) are required")
     lrs = [float(lr) for lr in adam_lrs]
     if suite:
-      heldout_tasks.suite_tasks(task_names)  # Bad names fail before the file is read.
+      heldout_tasks.suite_tasks(task_names, suite)  # Fail before reading.
       exported = export.read(pretrained.resolve(optimizer))
       text = heldout.evaluate_suite(exported, optimizer,
-                                    out_dir or "eval_heldout", task_names,
-                                    steps_scale, seed, lrs)
+                                    out_dir or f"eval_{suite}", task_names,
+                                    steps_scale, seed, lrs, suite)
     else:
       family = heldout.task_family(task)
       exported = export.read(pretrained.resolve(optimizer))
@@ -64,10 +66,10 @@ def define_flags() -> None:
                       "or a shipped name (lopt_selftrain.PRETRAINED).")
   flags.DEFINE_string("task", None,
                       f"Task family: one of {sorted(heldout.FAMILIES)}.")
-  flags.DEFINE_string("suite", None, "'heldout': the held-out suite instead "
-                      "of --task.")
-  flags.DEFINE_list("tasks", [], "Held-out tasks to run (default: all of "
-                    "lopt_selftrain.tasks.heldout.SUITE).")
+  flags.DEFINE_string("suite", None, "'heldout' (the test suite) or "
+                      "'validation' (the suite to choose by) instead of --task.")
+  flags.DEFINE_list("tasks", [], "Tasks of --suite to run (default: all of "
+                    "lopt_selftrain.tasks.heldout.SUITE or VALIDATION).")
   flags.DEFINE_float("steps_scale", 1.0, "Multiplies every held-out task's "
                      "step count (e.g. 0.05 for a quick check).")
   flags.DEFINE_integer("steps", 1000, "Training steps per task (--task).")

@@ -24,6 +24,8 @@ from learned_optimization.tasks import base as tasks_base
 from learned_optimization.tasks.datasets import base as datasets_base
 
 from lopt_selftrain.tasks import data
+from lopt_selftrain.tasks.conv1d_family import MaskedConv1DFamily
+from lopt_selftrain.tasks.generated_family import GeneratedTabularFamily
 
 # --- data: scikit-learn's bundled datasets, as lo Datasets
 
@@ -194,12 +196,69 @@ SUITE: tuple[HeldoutTask, ...] = (
 )
 
 
-def suite_tasks(names: Sequence[str] | None = None) -> tuple[HeldoutTask, ...]:
+def _sampled(family: Callable[[], tasks_base.TaskFamily], seed: int
+             ) -> Callable[[], tasks_base.Task]:
+  """Builder of the one task `family()` samples with PRNGKey(seed)."""
+
+  def build():
+    fam = family()
+    return fam.task_fn(fam.sample(jax.random.PRNGKey(seed)))
+
+  return build
+
+
+def _tabgen(**kwargs: Any) -> Callable[[], tasks_base.TaskFamily]:
+  return lambda: GeneratedTabularFamily(**kwargs)
+
+
+def _mnist1d_conv() -> tasks_base.TaskFamily:
+  return MaskedConv1DFamily(data.mnist1d_datasets(batch_size=64),
+                            max_channels=32, min_channels=16)
+
+
+# Validation: for choosing which optimizer to keep (`lopt_selftrain.selection`)
+# without looking at SUITE, which stays the test set. Its tasks step outside
+# the shipped mix the way SUITE's do (4x wider nets, tiny sets, long runs,
+# another architecture, an ill-conditioned quadratic) on data generated here:
+# none of SUITE's datasets, dimensions or conditions.
+VALIDATION: tuple[HeldoutTask, ...] = (
+    HeldoutTask("val_tabgen_wide", 1000, _sampled(_tabgen(
+        examples_range=(2048, 4096), features_range=(96, 128), max_classes=12,
+        batch_size=128, min_width=256, max_width=256, max_depth=3,
+        activations=("relu",)), 0),
+                "256-unit MLP on a 96-128-feature generated set (mix: <= 64)"),
+    HeldoutTask("val_tabgen_tiny", 2000, _sampled(_tabgen(
+        examples_range=(96, 192), features_range=(4, 12), max_classes=4,
+        batch_size=16, min_width=16, max_width=32, max_depth=2,
+        activations=("tanh", "relu")), 1),
+                "tiny generated set, 2000 steps (mix: >= 64 examples, <= 1000 "
+                "steps)"),
+    HeldoutTask("val_tabgen_mid", 2000, _sampled(_tabgen(
+        examples_range=(300, 600), features_range=(20, 40), max_classes=3,
+        batch_size=64, min_width=32, max_width=32, max_depth=1,
+        activations=("tanh",)), 2),
+                "one tanh layer on a generated set, 2000 steps (mix: <= 1000)"),
+    HeldoutTask("val_mnist1d_conv", 1000, _sampled(_mnist1d_conv, 3),
+                "1-D convnet (16-32 channels), an architecture the mix lacks"),
+    HeldoutTask("val_quadratic30_cond1e3", 2000,
+                lambda: QuadraticTask(30, 1e3),
+                "dim 30, condition 1e3 (mix: no quadratics)"),
+)
+
+SUITES: dict[str, tuple[HeldoutTask, ...]] = {"heldout": SUITE,
+                                              "validation": VALIDATION}
+
+
+def suite_tasks(names: Sequence[str] | None = None, suite: str = "heldout"
+                ) -> tuple[HeldoutTask, ...]:
   """The suite, or the named subset in suite order; ValueError on unknown names."""
+  if suite not in SUITES:
+    raise ValueError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+  tasks = SUITES[suite]
   if not names:
-    return SUITE
-  known = {t.name for t in SUITE}
+    return tasks
+  known = {t.name for t in tasks}
   unknown = sorted(set(names) - known)
   if unknown:
-    raise ValueError(f"unknown held-out task(s) {unknown}; known: {sorted(known)}")
-  return tuple(t for t in SUITE if t.name in names)
+    raise ValueError(f"unknown {suite} task(s) {unknown}; known: {sorted(known)}")
+  return tuple(t for t in tasks if t.name in names)

@@ -1,0 +1,111 @@
+"""Which member to ship: chosen on a validation suite, not on the test suite.
+
+A run's meta-loss ranks members on the meta-training distribution, and
+ranked three seeds of one config in the wrong order on the held-out suite
+(docs/heldout.md). The held-out suite (`tasks.heldout.SUITE`) is the test set
+and must not choose. `tasks.heldout.VALIDATION` is a second suite built the
+same way on generated data (wider nets, tiny sets, long runs, a 1-D convnet,
+a quadratic), none of it in the held-out suite: every member of every given
+run trains each validation task (members vmapped, one compile per run and
+task) next to Adam at each learning rate of a grid, from the same init on the
+same batches, and the member with the lowest median ratio to tuned Adam's
+final training loss wins (ties: the lower geometric mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
+
+# isort: split
+import jax
+import numpy as np
+from absl import logging
+from learned_optimization.tasks import base as tasks_base
+
+from lopt_selftrain import curves, evaluation, export, heldout
+from lopt_selftrain.tasks.heldout import HeldoutTask
+
+
+def _finals(learned_opt: Any, thetas: Any, family: tasks_base.TaskFamily,
+            batches: Any, steps: int, seed: int) -> np.ndarray:
+  """[M] final training losses of M stacked thetas on the family's one task
+  (inf where a run diverged); the same init and keys for any thetas."""
+  losses, _ = heldout.curves_and_params(
+      learned_opt, family, thetas, jax.random.PRNGKey(seed), batches, 1, steps)
+  finals = np.array([curves.final_value(c) for c in np.asarray(losses[:, 0])])
+  return np.where(np.isfinite(finals), finals, np.inf)
+
+
+def validation_records(populations: Sequence[export.Population],
+                       specs: Sequence[HeldoutTask], steps_scale: float = 1.0,
+                       seed: int = 0,
+                       adam_lrs: Sequence[float] = heldout.ADAM_LRS
+                       ) -> list[dict[str, Any]]:
+  """Per task: tuned Adam's final loss and every member's ratio to it.
+
+  Returns:
+    One record per task: `task`, `steps`, `adam_final`, `adam_best_lr` and
+    `ratios`, a list per population of [members] learned_final / adam_final
+    (inf where a member diverged).
+  """
+  if steps_scale <= 0 or not adam_lrs or not specs or not populations:
+    raise ValueError(f"need steps_scale > 0, an Adam lr, a task and a run, got "
+                     f"{steps_scale}, {list(adam_lrs)}, {len(specs)} tasks, "
+                     f"{len(populations)} runs")
+  adam, adam_thetas = heldout.adam_thetas(adam_lrs)
+  records = []
+  for spec in specs:
+    steps = max(1, round(spec.steps * steps_scale))
+    family = tasks_base.single_task_to_family(spec.build(), name=spec.name)
+    batches = evaluation.eval_batches(family, 1, steps)  # Drawn once: shared.
+    adam_finals = _finals(adam, adam_thetas, family, batches, steps, seed)
+    best = int(np.argmin(adam_finals))
+    ratios = [(_finals(p.learned_opt, p.thetas, family, batches, steps, seed)
+               / adam_finals[best]).tolist() for p in populations]
+    logging.info("validation %s: best member ratio %.3g", spec.name,
+                 min(min(r) for r in ratios))
+    records.append({"task": spec.name, "steps": steps,
+                    "adam_final": float(adam_finals[best]),
+                    "adam_best_lr": float(adam_lrs[best]), "ratios": ratios})
+  return records
+
+
+def scores(records: Sequence[dict[str, Any]]) -> list[np.ndarray]:
+  """Per population, [members, 2]: (median ratio, geometric-mean ratio)."""
+  out = []
+  for i in range(len(records[0]["ratios"])):
+    ratios = np.array([r["ratios"][i] for r in records])  # [tasks, members]
+    with np.errstate(divide="ignore"):
+      log = np.log(ratios)
+    out.append(np.stack([np.median(ratios, 0), np.exp(np.mean(log, 0))], -1))
+  return out
+
+
+def choose(records: Sequence[dict[str, Any]]) -> tuple[int, int]:
+  """(population, member) with the lowest median ratio, ties by geometric mean."""
+  ranked = [(tuple(score), i, m) for i, s in enumerate(scores(records))
+            for m, score in enumerate(s)]
+  _, population, member = min(ranked)
+  return population, member
+
+
+def markdown(populations: Sequence[export.Population],
+             records: Sequence[dict[str, Any]], chosen: tuple[int, int]) -> str:
+  """One row per member: meta-loss, ratio per validation task, median."""
+  lines = ["| run | member | meta-loss | "
+           + " | ".join(r["task"] for r in records) + " | median | geo. mean |",
+           "| --- | ---: | ---: | " + "---: | " * (len(records) + 2)]
+  for i, (population, score) in enumerate(zip(populations, scores(records))):
+    for m, (median, geo) in enumerate(score):
+      cells = [f"{r['ratios'][i][m]:.3g}" for r in records]
+      mark = "**" if (i, m) == chosen else ""
+      lines.append(f"| {population.run_dir} | {mark}{m}{mark} | "
+                   f"{population.meta_loss[m]:.3f} | " + " | ".join(cells)
+                   + f" | {mark}{median:.3g}{mark} | {geo:.3g} |")
+  adam = ", ".join(f"{r['task']} {r['adam_final']:.3g} (lr {r['adam_best_lr']:g})"
+                   for r in records)
+  return "\n".join(lines) + f"\n\nTuned Adam's final training loss: {adam}.\n"
+

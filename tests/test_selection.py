@@ -1,0 +1,114 @@
+"""The validation suite and choosing a member on it (never on the test suite)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from learned_optimization.learned_optimizers import base as lopt_base
+
+from lopt_selftrain import export, selection
+from lopt_selftrain.apps import evaluate, select
+from lopt_selftrain.tasks import heldout as heldout_tasks
+
+
+def test_validation_suite_is_apart_from_the_test_suite():
+  names = [t.name for t in heldout_tasks.VALIDATION]
+  assert len(names) >= 5 and len(set(names)) == len(names)
+  assert not set(names) & {t.name for t in heldout_tasks.SUITE}
+  assert heldout_tasks.suite_tasks(["val_tabgen_wide"], suite="validation")
+  with pytest.raises(ValueError, match="unknown validation task"):
+    heldout_tasks.suite_tasks(["digits_mlp"], suite="validation")
+  with pytest.raises(ValueError, match="unknown suite"):
+    heldout_tasks.suite_tasks(suite="test")
+
+
+@pytest.mark.parametrize("spec", heldout_tasks.VALIDATION, ids=lambda s: s.name)
+def test_every_validation_task_builds_without_held_out_data(spec):
+  task = spec.build()
+  if task.datasets is not None:  # Only MNIST-1D: scikit-learn's sets are tests.
+    assert task.datasets.extra_info["name"] == "mnist1d"
+  params = task.init(jax.random.PRNGKey(0))
+  batch = () if task.datasets is None else next(task.datasets.train)
+  loss, grad = jax.value_and_grad(task.loss)(params, jax.random.PRNGKey(1), batch)
+  assert np.isfinite(loss)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grad))
+
+
+def _adam_population(lrs):
+  """A 'population' of plain Adams, one member per lr."""
+  adam = lopt_base.LearnableAdam(use_summary=False)
+  thetas = {k: jnp.full(len(lrs), v)
+            for k, v in adam.init(jax.random.PRNGKey(0)).items()}
+  thetas["log_lr"] = jnp.log(jnp.asarray(lrs, jnp.float32))
+  spec = export.LearnedOptSpec.of(lopt_base.LearnableAdam, use_summary=False)
+  return export.Population("adams", adam, spec, thetas, 0,
+                           np.zeros(len(lrs)), [], "learned")
+
+
+def test_members_are_ranked_against_tuned_adam_on_shared_batches():
+  """A member that is Adam at a grid lr scores exactly that lr's final loss
+  over the best one (same init, batches and keys); the far-too-small lr
+  loses; the choice is the lowest median ratio."""
+  specs = heldout_tasks.suite_tasks(["val_tabgen_tiny", "val_quadratic30_cond1e3"],
+                                    suite="validation")
+  population = _adam_population([1e-6, 3e-2])
+  records = selection.validation_records([population], specs, steps_scale=0.05,
+                                         adam_lrs=[3e-2, 1e-1])
+  assert [r["task"] for r in records] == [s.name for s in specs]
+  for record in records:
+    tiny, grid_lr = record["ratios"][0]
+    assert tiny > 1.0
+    if record["adam_best_lr"] == 3e-2:
+      assert grid_lr == pytest.approx(1.0, rel=1e-6)
+    else:
+      assert grid_lr >= 1.0
+  assert selection.choose(records) == (0, 1)
+  median, geo = selection.scores(records)[0][1]
+  assert median == pytest.approx(np.median([r["ratios"][0][1] for r in records]))
+  assert geo >= 1.0
+
+
+def test_select_app_exports_the_chosen_member(tiny_run, tmp_path, capsys):
+  log_dir, _, thetas = tiny_run
+  out, out_dir = tmp_path / "best.lopt", tmp_path / "val"
+  select.cli([log_dir], str(out), str(out_dir), ["val_quadratic30_cond1e3"],
+             0.05, 0, ["1e-2"])
+  report = json.loads((out_dir / "validation.json").read_text())
+  assert report["runs"] == [log_dir]
+  member = report["chosen"]["member"]
+  ratios = report["tasks"][0]["ratios"][0]
+  assert len(ratios) == 2 and ratios[member] == min(ratios)
+  assert "| **" in (out_dir / "validation.md").read_text()
+  exported = export.read(str(out))
+  assert exported.provenance["member"] == member
+  assert "val_quadratic30_cond1e3" in exported.provenance["selected_by"]
+  jax.tree_util.tree_map(
+      lambda t, x: np.testing.assert_array_equal(t, x[member]),
+      exported.theta, thetas)
+  assert f"exported member {member}" in capsys.readouterr().out
+
+
+def test_select_app_without_a_run_is_a_one_line_error(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    select.cli([], str(tmp_path / "x.lopt"), str(tmp_path))
+  assert exit_info.value.code != 0
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error:") and "\n" not in err
+
+
+def test_evaluate_app_runs_the_validation_suite(tmp_path):
+  """`evaluate --suite=validation` writes validation.json/.md/_curves.png."""
+  path = str(tmp_path / "adam.lopt")
+  spec = export.LearnedOptSpec.of(lopt_base.LearnableAdam, initial_lr=0.01,
+                                  use_summary=False)
+  export.write(path, spec, spec.build().init(jax.random.PRNGKey(0)),
+               {"source": "test", "step": 0, "member": 0})
+  out = tmp_path / "val"
+  evaluate.cli(path, None, 0, str(out), 1, 0, ["1e-2"], "validation",
+               ["val_quadratic30_cond1e3"], 0.02)
+  records = json.loads((out / "validation.json").read_text())
+  assert [r["task"] for r in records] == ["val_quadratic30_cond1e3"]
+  assert records[0]["ratio"] == pytest.approx(1.0)  # Adam 1e-2 vs Adam 1e-2.
+  assert (out / "validation.md").exists() and (out / "validation_curves.png").exists()
