@@ -168,3 +168,24 @@ def test_relative_correction_fades_with_adams_direction():
 def test_relative_correction_needs_a_correction():
   with pytest.raises(ValueError, match="relative_correction needs"):
     NominalMLPLOpt(direction_correction=False, relative_correction=True)
+
+
+@pytest.mark.parametrize("param_feature", [True, False])
+def test_param_feature_decides_whether_steps_depend_on_the_weights(param_feature):
+  """The same gradients from two different points: the same step without the
+  parameter feature (to float32 rounding of p - step), different with it."""
+  lopt = NominalMLPLOpt(output_init_scale=5.0, param_feature=param_feature)
+  theta = lopt.init(jax.random.PRNGKey(6))
+  loss, params = _problem()
+  grad = jax.grad(loss)(params)
+  moved = jax.tree_util.tree_map(lambda p: p + 1.0 + jnp.arange(p.size).reshape(p.shape),
+                                 params)
+  opt = lopt.opt_fn(theta)
+  steps = [jax.tree_util.tree_map(
+      lambda a, b: a - b, p, opt.get_params(opt.update(opt.init(p, num_steps=100), grad)))
+           for p in (params, moved)]
+  same = all(np.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(
+      *(jax.tree_util.tree_leaves(s) for s in steps)))
+  assert same != param_feature
+  width = NominalMLPLOpt(param_feature=True).init(jax.random.PRNGKey(0))["w0"].shape[0]
+  assert theta["w0"].shape[0] == width - (not param_feature)
