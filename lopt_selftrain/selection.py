@@ -39,6 +39,19 @@ def _finals(learned_opt: Any, thetas: Any, family: tasks_base.TaskFamily,
   return np.where(np.isfinite(finals), finals, np.inf)
 
 
+def _distinct(thetas: Any) -> tuple[list[int], list[int]]:
+  """(first member of each distinct weight set, each member's index into it).
+
+  PBT copies winners over losers, so a population often holds duplicates;
+  each distinct member is trained once.
+  """
+  leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(thetas)]
+  first: dict[bytes, int] = {}
+  inverse = [first.setdefault(b"".join(x[m].tobytes() for x in leaves), len(first))
+             for m in range(len(leaves[0]))]
+  return [inverse.index(i) for i in range(len(first))], inverse
+
+
 def validation_records(populations: Sequence[export.Population],
                        specs: Sequence[HeldoutTask], steps_scale: float = 1.0,
                        seed: int = 0,
@@ -63,8 +76,13 @@ def validation_records(populations: Sequence[export.Population],
     batches = evaluation.eval_batches(family, 1, steps)  # Drawn once: shared.
     adam_finals = _finals(adam, adam_thetas, family, batches, steps, seed)
     best = int(np.argmin(adam_finals))
-    ratios = [(_finals(p.learned_opt, p.thetas, family, batches, steps, seed)
-               / adam_finals[best]).tolist() for p in populations]
+    ratios = []
+    for p in populations:
+      distinct, inverse = _distinct(p.thetas)
+      thetas = jax.tree_util.tree_map(lambda x, d=np.array(distinct): x[d],
+                                      p.thetas)
+      finals = _finals(p.learned_opt, thetas, family, batches, steps, seed)
+      ratios.append((finals[inverse] / adam_finals[best]).tolist())
     logging.info("validation %s: best member ratio %.3g", spec.name,
                  min(min(r) for r in ratios))
     records.append({"task": spec.name, "steps": steps,

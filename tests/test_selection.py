@@ -112,3 +112,15 @@ def test_evaluate_app_runs_the_validation_suite(tmp_path):
   assert [r["task"] for r in records] == ["val_quadratic30_cond1e3"]
   assert records[0]["ratio"] == pytest.approx(1.0)  # Adam 1e-2 vs Adam 1e-2.
   assert (out / "validation.md").exists() and (out / "validation_curves.png").exists()
+
+
+def test_duplicate_members_are_trained_once_and_scored_alike():
+  """PBT copies: members 0 and 2 are one weight set, evaluated once."""
+  thetas = {"a": np.array([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]]),
+            "b": np.array([0.0, 0.0, 0.0])}
+  assert selection._distinct(thetas) == ([0, 1], [0, 1, 0])
+  population = _adam_population([3e-2, 1e-6, 3e-2])
+  specs = heldout_tasks.suite_tasks(["val_quadratic30_cond1e3"], suite="validation")
+  ratios = selection.validation_records([population], specs, 0.02,
+                                        adam_lrs=[3e-2])[0]["ratios"][0]
+  assert ratios[0] == ratios[2] == pytest.approx(1.0) and ratios[1] > 1.0

@@ -212,21 +212,21 @@ def _tabgen(**kwargs: Any) -> Callable[[], tasks_base.TaskFamily]:
 
 
 def _mnist1d_conv() -> tasks_base.TaskFamily:
-  return MaskedConv1DFamily(data.mnist1d_datasets(batch_size=64),
-                            max_channels=32, min_channels=16)
+  return MaskedConv1DFamily(data.mnist1d_datasets(batch_size=32),
+                            max_channels=16, min_channels=8)
 
 
 # Validation: for choosing which optimizer to keep (`lopt_selftrain.selection`)
 # without looking at SUITE, which stays the test set. Its tasks step outside
-# the shipped mix the way SUITE's do (4x wider nets, tiny sets, long runs,
+# the shipped mix the way SUITE's do (3x wider nets, tiny sets, long runs,
 # another architecture, an ill-conditioned quadratic) on data generated here:
 # none of SUITE's datasets, dimensions or conditions.
 VALIDATION: tuple[HeldoutTask, ...] = (
-    HeldoutTask("val_tabgen_wide", 1000, _sampled(_tabgen(
+    HeldoutTask("val_tabgen_wide", 800, _sampled(_tabgen(
         examples_range=(2048, 4096), features_range=(96, 128), max_classes=12,
-        batch_size=128, min_width=256, max_width=256, max_depth=3,
+        batch_size=128, min_width=192, max_width=192, max_depth=2,
         activations=("relu",)), 0),
-                "256-unit MLP on a 96-128-feature generated set (mix: <= 64)"),
+                "192-unit MLP on a 96-128-feature generated set (mix: <= 64)"),
     HeldoutTask("val_tabgen_tiny", 2000, _sampled(_tabgen(
         examples_range=(96, 192), features_range=(4, 12), max_classes=4,
         batch_size=16, min_width=16, max_width=32, max_depth=2,
@@ -238,8 +238,8 @@ VALIDATION: tuple[HeldoutTask, ...] = (
         batch_size=64, min_width=32, max_width=32, max_depth=1,
         activations=("tanh",)), 2),
                 "one tanh layer on a generated set, 2000 steps (mix: <= 1000)"),
-    HeldoutTask("val_mnist1d_conv", 1000, _sampled(_mnist1d_conv, 3),
-                "1-D convnet (16-32 channels), an architecture the mix lacks"),
+    HeldoutTask("val_mnist1d_conv", 600, _sampled(_mnist1d_conv, 3),
+                "1-D convnet (8-16 channels), an architecture the mix lacks"),
     HeldoutTask("val_quadratic30_cond1e3", 2000,
                 lambda: QuadraticTask(30, 1e3),
                 "dim 30, condition 1e3 (mix: no quadratics)"),
