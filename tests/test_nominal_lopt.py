@@ -189,3 +189,26 @@ def test_param_feature_decides_whether_steps_depend_on_the_weights(param_feature
   assert same != param_feature
   width = NominalMLPLOpt(param_feature=True).init(jax.random.PRNGKey(0))["w0"].shape[0]
   assert theta["w0"].shape[0] == width - (not param_feature)
+
+
+@pytest.mark.parametrize("sign_symmetric", [True, False])
+def test_sign_symmetric_steps_are_odd(sign_symmetric):
+  """Flipping the problem (weights and gradients) flips a sign-symmetric
+  step exactly, as it does Adam's; a plain member's step does not."""
+  lopt = NominalMLPLOpt(output_init_scale=5.0, sign_symmetric=sign_symmetric)
+  opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(7)))
+  loss, params = _problem()
+  params = jax.tree_util.tree_map(lambda p: p + 0.3, params)
+  grad = jax.grad(loss)(params)
+
+  def step(p, g):
+    state = opt.init(p, num_steps=100)
+    for _ in range(3):
+      state = opt.update(state, g)
+    return jax.tree_util.tree_map(lambda a, b: a - b, p, opt.get_params(state))
+
+  neg = lambda t: jax.tree_util.tree_map(lambda x: -x, t)  # noqa: E731
+  up, down = step(params, grad), step(neg(params), neg(grad))
+  odd = all(np.allclose(a, -b, rtol=1e-4, atol=1e-6) for a, b in zip(
+      jax.tree_util.tree_leaves(up), jax.tree_util.tree_leaves(down)))
+  assert odd == sign_symmetric
