@@ -79,8 +79,8 @@ def validation_records(populations: Sequence[export.Population],
     ratios = []
     for p in populations:
       distinct, inverse = _distinct(p.thetas)
-      thetas = jax.tree_util.tree_map(lambda x, d=np.array(distinct): x[d],
-                                      p.thetas)
+      index = np.asarray(distinct)
+      thetas = jax.tree_util.tree_map(lambda x, i=index: x[i], p.thetas)
       finals = _finals(p.learned_opt, thetas, family, batches, steps, seed)
       ratios.append((finals[inverse] / adam_finals[best]).tolist())
     logging.info("validation %s: best member ratio %.3g", spec.name,
