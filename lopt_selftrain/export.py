@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -132,7 +133,9 @@ class LearnedOptSpec:
     return cls(class_path, scopes.get("", {}))
 
   def build(self) -> lopt_base.LearnedOptimizer:
-    """Imports the class and constructs it with exactly `kwargs`."""
+    """Imports the class and constructs it with exactly `kwargs`, and the
+    Python defaults for arguments `kwargs` lacks (ones added after the file
+    was written): never with what the process's gin config binds."""
     module_name, _, name = self.class_path.rpartition(".")
     try:
       opt_cls = getattr(importlib.import_module(module_name), name)
@@ -142,7 +145,10 @@ class LearnedOptSpec:
     if not (isinstance(opt_cls, type)
             and issubclass(opt_cls, lopt_base.LearnedOptimizer)):
       raise ExportError(f"{self.class_path} is not an lo LearnedOptimizer")
-    return opt_cls(**self.kwargs)
+    defaults = {name: p.default
+                for name, p in inspect.signature(opt_cls).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return opt_cls(**{**defaults, **self.kwargs})
 
 
 def spec_from_operative_config(learned_opt: lopt_base.LearnedOptimizer,

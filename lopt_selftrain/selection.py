@@ -28,15 +28,19 @@ from learned_optimization.tasks import base as tasks_base
 from lopt_selftrain import curves, evaluation, export, heldout
 from lopt_selftrain.tasks.heldout import HeldoutTask
 
+_TINY = float(np.finfo(np.float32).tiny)
+
 
 def _finals(learned_opt: Any, thetas: Any, family: tasks_base.TaskFamily,
             batches: Any, steps: int, seed: int) -> np.ndarray:
   """[M] final training losses of M stacked thetas on the family's one task
-  (inf where a run diverged); the same init and keys for any thetas."""
+  (inf where a run diverged, at least float32's smallest normal number);
+  the same init and keys for any thetas."""
   losses, _ = heldout.curves_and_params(
       learned_opt, family, thetas, jax.random.PRNGKey(seed), batches, 1, steps)
   finals = np.array([curves.final_value(c) for c in np.asarray(losses[:, 0])])
-  return np.where(np.isfinite(finals), finals, np.inf)
+  # A run that converged to exactly 0 (float32 underflow) still ranks.
+  return np.where(np.isfinite(finals), np.maximum(finals, _TINY), np.inf)
 
 
 def _distinct(thetas: Any) -> tuple[list[int], list[int]]:

@@ -302,3 +302,18 @@ def test_evaluate_compares_with_adam(tmp_path, capsys):
                        ["1e-3"])
   assert code == 2 and err == ("error: unknown task 'nope'; known tasks: "
                                "mnist1d_mlp, quadratic")
+
+
+def test_rebuild_ignores_the_processes_gin_bindings(tmp_path, clean_gin):
+  """A file whose spec lacks an argument (added after it was written) gets
+  the Python default, not what this process's gin config binds: loading
+  several runs binds one run's settings globally (apps.select)."""
+  from lopt_selftrain.nominal_lopt import NominalMLPLOpt  # pylint: disable=g-import-not-at-top
+  spec = export.LearnedOptSpec.of(NominalMLPLOpt, hidden_size=4)
+  path = str(tmp_path / "nominal.lopt")
+  export.write(path, spec, spec.build().init(jax.random.PRNGKey(0)), {"step": 0})
+  gin.parse_config("NominalMLPLOpt.param_feature = False\n"
+                   "NominalMLPLOpt.hidden_size = 8")
+  assert not NominalMLPLOpt().param_feature  # gin applies to plain calls ...
+  rebuilt = export.read(path).learned_opt
+  assert rebuilt.param_feature and rebuilt.hidden_size == 4  # ... not to files.

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from learned_optimization.learned_optimizers import base as lopt_base
+from learned_optimization.tasks import base as tasks_base
 
 from lopt_selftrain import export, selection
 from lopt_selftrain.apps import evaluate, select
@@ -124,3 +125,19 @@ def test_duplicate_members_are_trained_once_and_scored_alike():
   ratios = selection.validation_records([population], specs, 0.02,
                                         adam_lrs=[3e-2])[0]["ratios"][0]
   assert ratios[0] == ratios[2] == pytest.approx(1.0) and ratios[1] > 1.0
+
+
+def test_a_run_converged_to_zero_still_ranks():
+  """Adam reaching exactly 0 would make every ratio inf; finals are floored
+  at float32's smallest normal, so members still differ."""
+  finals = selection._finals(*_zero_loss_setup())
+  assert finals[0] == np.finfo(np.float32).tiny  # Underflowed to 0, floored.
+  assert np.all(np.isfinite(finals)) and finals[0] < finals[1]
+
+
+def _zero_loss_setup():
+  """Two Adams on a 1-d quadratic for 2000 steps: lr 0.1 underflows to 0."""
+  population = _adam_population([1e-1, 1e-4])
+  task = heldout_tasks.QuadraticTask(1, 1.0)
+  family = tasks_base.single_task_to_family(task, name="q1")
+  return population.learned_opt, population.thetas, family, (), 2000, 0
