@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-PRETRAINED: tuple[str, ...] = ("selftrained_nominal_generated",
+PRETRAINED: tuple[str, ...] = ("selftrained_nominal_symmetric",
+                               "selftrained_nominal_generated",
                                "selftrained_nominal_tabular",
                                "selftrained_nominal_broad",
                                "selftrained_broad_mlp", "selftrained_demo_mlp")
