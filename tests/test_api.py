@@ -78,7 +78,7 @@ def test_apps_live_in_apps_and_the_library_has_none():
   apps = sorted(p.stem for p in (package / "apps").glob("*.py")
                 if p.stem != "__init__")
   assert apps == ["benchmark", "compare", "evaluate", "export", "gpu_run",
-                  "ship", "step_time", "train"]
+                  "select", "ship", "step_time", "train"]
   for name in apps:
     text = (package / "apps" / f"{name}.py").read_text()
     assert "def define_flags() -> None:" in text, name
