@@ -52,9 +52,9 @@ ADAM_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 @functools.partial(jax.jit, static_argnames=("learned_opt", "family",
                                              "num_tasks", "num_steps"))
 def curves_and_params(learned_opt: lopt_base.LearnedOptimizer,
-                       family: tasks_base.TaskFamily, thetas: Any,
-                       key: jax.Array, batches: Any, num_tasks: int,
-                       num_steps: int) -> tuple[jax.Array, Any]:
+                      family: tasks_base.TaskFamily, thetas: Any,
+                      key: jax.Array, batches: Any, num_tasks: int,
+                      num_steps: int) -> tuple[jax.Array, Any]:
   """([M, tasks, steps] losses, final params [M, tasks, ...]) of M stacked thetas.
 
   Every theta trains the same tasks from the same init on the same batches
@@ -114,7 +114,7 @@ def paired_runs(learned_opt: lopt_base.LearnedOptimizer, theta: Any,
   out_params = {"learned": jax.tree_util.tree_map(lambda x: x[0], params)}
   adam, thetas = adam_thetas(adam_lrs)
   losses, params = curves_and_params(adam, family, thetas, key, batches,
-                                      num_tasks, steps)
+                                     num_tasks, steps)
   for i, lr in enumerate(adam_lrs):
     label = f"Adam lr={lr:g}"
     out_curves[label] = np.asarray(losses[i])

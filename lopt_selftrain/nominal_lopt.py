@@ -105,9 +105,9 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       and Adam's are in the gradient: the MLP runs on the features and on
       them with the odd ones (all but 1/sqrt(v)) negated; the step-size
       modulation is the even part of its first output and the correction
-      the odd part of its second. Where the
-      gradients are noise or zero (a dead or converged network) the
-      correction then averages to zero; without this the learned
+      the odd part of its second. Where the gradients are noise or zero (a
+      dead or converged network) the correction then averages to zero;
+      without this the learned
       correction's bias made every weight drift, cosine 0.8-0.9 with the
       weights once the 4 x 256 digits MLP had died (docs/heldout.md).
   """

@@ -3,13 +3,12 @@
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.tasks import base as tasks_base
 
-from lopt_selftrain import export, selection
+from lopt_selftrain import export, heldout, selection
 from lopt_selftrain.apps import evaluate, select
 from lopt_selftrain.tasks import heldout as heldout_tasks
 
@@ -39,10 +38,7 @@ def test_every_validation_task_builds_without_held_out_data(spec):
 
 def _adam_population(lrs):
   """A 'population' of plain Adams, one member per lr."""
-  adam = lopt_base.LearnableAdam(use_summary=False)
-  thetas = {k: jnp.full(len(lrs), v)
-            for k, v in adam.init(jax.random.PRNGKey(0)).items()}
-  thetas["log_lr"] = jnp.log(jnp.asarray(lrs, jnp.float32))
+  adam, thetas = heldout.adam_thetas(lrs)
   spec = export.LearnedOptSpec.of(lopt_base.LearnableAdam, use_summary=False)
   return export.Population("adams", adam, spec, thetas, 0,
                            np.zeros(len(lrs)), [], "learned")
