@@ -165,9 +165,36 @@ def test_relative_correction_fades_with_adams_direction():
   assert np.sqrt(np.mean(unit**2)) > 100 * np.sqrt(np.mean(relative**2))
 
 
-def test_relative_correction_needs_a_correction():
-  with pytest.raises(ValueError, match="relative_correction needs"):
-    NominalMLPLOpt(direction_correction=False, relative_correction=True)
+@pytest.mark.parametrize("flag", ["relative_correction", "tangential_correction"])
+def test_correction_flags_need_a_correction(flag):
+  with pytest.raises(ValueError, match=f"{flag} needs"):
+    NominalMLPLOpt(direction_correction=False, **{flag: True})
+
+
+def test_tangential_correction_only_removes_the_radial_part():
+  """Same weights, same gradients: the step with a tangential correction
+  differs from the plain one by a multiple of each weight tensor (the
+  correction's radial part, which is not zero here), so it leaves each
+  tensor's norm unchanged to first order except through Adam's direction."""
+  loss, params = _problem()
+  params = jax.tree_util.tree_map(
+      lambda p: p + 0.1 + 0.05 * jnp.arange(p.size, dtype=p.dtype).reshape(p.shape), params)
+  grad = jax.grad(loss)(params)
+  steps = []
+  for tangential in (False, True):
+    lopt = NominalMLPLOpt(output_init_scale=5.0, tangential_correction=tangential)
+    opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(8)))
+    new = opt.get_params(opt.update(opt.init(params, num_steps=100), grad))
+    steps.append(jax.tree_util.tree_map(lambda a, b: np.asarray(a - b, np.float64),
+                                        params, new))
+  for p, plain, tangential in zip(*(jax.tree_util.tree_leaves(t) for t in
+                                    (params, *steps))):
+    p, diff = np.ravel(np.asarray(p, np.float64)), np.ravel(plain - tangential)
+    if p.size == 1:  # a scalar's only direction is radial: no correction left
+      continue
+    assert np.linalg.norm(diff) > 1e-4 * np.linalg.norm(plain)
+    residual = diff - diff @ p / (p @ p) * p
+    assert np.linalg.norm(residual) <= 1e-3 * np.linalg.norm(diff)
 
 
 @pytest.mark.parametrize("param_feature", [True, False])
