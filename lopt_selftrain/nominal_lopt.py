@@ -123,6 +123,14 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       shipped optimizers' steps kept a cosine of 0.08-0.18 with the weights
       and grew a 4 x 256 MLP's weight norms 4x in 600 steps until it died
       (docs/heldout.md); a norm then changes only through Adam's direction.
+    reference_fan_in: None, or the widest fan-in met in meta-training: a
+      tensor with a larger fan-in takes steps `reference_fan_in / fan_in`
+      times as large (muP's rule for Adam: per-weight steps shrink as 1 /
+      fan-in so that a layer's output moves by the same amount at any
+      width). The log fan-in feature lets the MLP learn this within the
+      meta-training widths but not beyond them: tuned Adam's best lr on
+      the held-out 4 x 256 MLP is 1e-2 and 3e-2 kills it, while the small
+      nets the optimizers are meta-trained on want 1e-1 (docs/heldout.md).
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,
@@ -133,7 +141,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                direction_correction: bool = True,
                relative_correction: bool = False,
                param_feature: bool = True, sign_symmetric: bool = False,
-               tangential_correction: bool = False):
+               tangential_correction: bool = False,
+               reference_fan_in: int | None = None):
     super().__init__()
     if not initial_lr > 0:
       raise ValueError(f"NominalMLPLOpt.initial_lr must be > 0, got {initial_lr}")
@@ -153,6 +162,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     self.param_feature = param_feature
     self.sign_symmetric = sign_symmetric
     self.tangential_correction = tangential_correction
+    if reference_fan_in is not None and not reference_fan_in >= 1:
+      raise ValueError(f"NominalMLPLOpt.reference_fan_in must be >= 1 or None, "
+                       f"got {reference_fan_in}")
+    self.reference_fan_in = reference_fan_in
     for flag in ("relative_correction", "tangential_correction"):
       if getattr(self, flag) and not direction_correction:
         raise ValueError(f"NominalMLPLOpt.{flag} needs direction_correction=True")
@@ -175,6 +188,12 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
   @property
   def _num_param_features(self) -> int:
     return _NUM_PARAM_FEATURES - (not self.param_feature)
+
+  def _width_scale(self, shape: tuple[int, ...]) -> float:
+    """min(1, reference_fan_in / fan_in); 1 for vectors, scalars or None."""
+    if self.reference_fan_in is None or len(shape) < 2:
+      return 1.0
+    return min(1.0, self.reference_fan_in / math.prod(shape[:-1]))
 
   def _mlp(self, theta: lopt_base.MetaParams, x: jnp.ndarray) -> jnp.ndarray:
     for i in range(self.hidden_layers + 1):
@@ -246,7 +265,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           log_lr = (lopt.log_lr_scale * theta["log_lr"]
                     + r * jnp.tanh(out[:, 0] / r))
           direction = adam.reshape(-1)
-          step_size = jnp.exp(log_lr)
+          step_size = jnp.exp(log_lr) * lopt._width_scale(p.shape)
           if not lopt.direction_correction:
             step = step_size * direction
           else:

@@ -239,3 +239,24 @@ def test_sign_symmetric_steps_are_odd(sign_symmetric):
   odd = all(np.allclose(a, -b, rtol=1e-4, atol=1e-6) for a, b in zip(
       jax.tree_util.tree_leaves(up), jax.tree_util.tree_leaves(down)))
   assert odd == sign_symmetric
+
+
+def test_reference_fan_in_shrinks_only_wider_tensors_steps():
+  """muP's rule beyond the reference width: the (6, 3) matrix (fan-in 6)
+  steps 2/6 as far with reference_fan_in=2, the vector and the scalar as far;
+  a reference wider than every tensor changes nothing."""
+  loss, params = _problem()
+  grad = jax.grad(loss)(params)
+  steps = {}
+  for ref in (None, 2, 6):
+    lopt = NominalMLPLOpt(output_init_scale=5.0, reference_fan_in=ref)
+    opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(9)))
+    new = opt.get_params(opt.update(opt.init(params, num_steps=100), grad))
+    steps[ref] = jax.tree_util.tree_map(lambda a, b: np.asarray(a - b), params, new)
+  np.testing.assert_allclose(steps[2]["w"], steps[None]["w"] * 2 / 6, rtol=1e-5)
+  for name in ("b", "s"):
+    np.testing.assert_array_equal(steps[2][name], steps[None][name])
+  for name in ("w", "b", "s"):
+    np.testing.assert_array_equal(steps[6][name], steps[None][name])
+  with pytest.raises(ValueError, match="reference_fan_in must be >= 1"):
+    NominalMLPLOpt(reference_fan_in=0)
