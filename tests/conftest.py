@@ -95,9 +95,14 @@ EvalConfig.num_steps = 5
 """
 
 
-@pytest.fixture(scope="module")
+# Tests of `tiny_run` (in several modules) run on one xdist worker.
+TINY_RUN_GROUP = pytest.mark.xdist_group("tiny_run")
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-  """A real 2-step run of a population of 2 on 10-d quadratics."""
+  """A real 2-step run of a population of 2 on 10-d quadratics (read only:
+  tests that change a run dir change a copy)."""
   log_dir = str(tmp_path_factory.mktemp("run"))
   gin.clear_config()
   config.parse([], [TINY_RUN])
