@@ -21,8 +21,6 @@ import pytest
 from lopt_selftrain import checkpoint, config, training
 
 WAIT_S = 600
-# The tests of `results` (14 app processes) run on one xdist worker.
-RESULTS = pytest.mark.xdist_group("bad_input_results")
 
 
 def _tiny_config_without(line_prefix, path):
@@ -186,7 +184,6 @@ def _assert_one_error_line(status, err, pattern):
   assert re.search(pattern, errors[0]), err[-3000:]
 
 
-@RESULTS
 @pytest.mark.parametrize("name", list(ROWS))
 def test_bad_input_fails_at_start_up_with_one_line(results, name):
   status, err, before, after = results[name]
@@ -195,7 +192,6 @@ def test_bad_input_fails_at_start_up_with_one_line(results, name):
   assert after == before  # nothing written: it failed before training
 
 
-@RESULTS
 def test_checkpoint_of_another_config_is_refused_and_kept(results):
   status, err, before, after = results[INCOMPATIBLE]
   newest = max(p for p in before if p.startswith("checkpoints/"))
@@ -207,7 +203,6 @@ def test_checkpoint_of_another_config_is_refused_and_kept(results):
   assert after == before  # not even an events file: nothing was written
 
 
-@RESULTS
 def test_history_without_a_restorable_checkpoint_is_refused_and_kept(results):
   status, err, before, after = results[CORRUPT]
   _assert_one_error_line(
@@ -218,7 +213,6 @@ def test_history_without_a_restorable_checkpoint_is_refused_and_kept(results):
   assert after == before
 
 
-@RESULTS
 def test_config_drift_on_resume_is_refused_and_kept(results):
   status, err, before, after = results[DRIFT]
   _assert_one_error_line(
@@ -228,7 +222,6 @@ def test_config_drift_on_resume_is_refused_and_kept(results):
   assert after == before
 
 
-@RESULTS
 def test_dead_population_stops_and_a_fixed_config_starts_cleanly(results):
   status, err, _, after, fixed_steps = results[DEAD]
   _assert_one_error_line(

@@ -3,7 +3,6 @@ self-training (asserted on the built objects, not on the text)."""
 
 import glob
 import os
-import re
 
 import gin
 import jax
@@ -67,16 +66,6 @@ def _shrunk(path):
       SMALL_GENERATED if "generated" in name or "symmetric" in name else [])
 
 
-def _compile_group(path):
-  """An Adam-outer config includes its self-training twin and compiles the
-  same per-family programs (only the outer update, its own jit, differs):
-  one xdist worker runs the two, the second from the compilation cache."""
-  with open(path) as f:
-    included = re.search(r"^include '(.+)'$", f.read(), re.M)
-  twin = os.path.basename(path).startswith("adam_outer_") and included
-  return os.path.basename(included[1] if twin else path)
-
-
 def _build(path, bindings=()):
   gin.clear_config()
   config.parse([path], list(bindings))
@@ -103,9 +92,7 @@ def test_there_are_configs_to_check():
   assert {"selftrain_cpu_demo.gin", "adam_outer_baseline_cpu.gin"} <= names
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xdist_group(_compile_group(p)))
-    for p in TOP_LEVEL_CONFIGS], ids=os.path.basename)
+@pytest.mark.parametrize("path", TOP_LEVEL_CONFIGS, ids=os.path.basename)
 def test_config_parses_and_runs_two_meta_steps(path, tmp_path, clean_gin):
   trainer = _build(path, _shrunk(path))
   training.train(trainer, str(tmp_path), max_meta_steps=2)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import TINY_RUN, TINY_RUN_GROUP
+from conftest import TINY_RUN
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.learned_optimizers import mlp_lopt
 from test_architectures import ARCHITECTURES, class_path, skip_unless_available
@@ -202,7 +202,6 @@ def test_member_lineage_follows_copies_and_restores():
   assert export.member_lineage(events, 1) == [events[0], events[3]]
 
 
-@TINY_RUN_GROUP
 def test_export_from_a_real_run(tiny_run, tmp_path):
   log_dir, meta_loss, thetas = tiny_run
   out = str(tmp_path / "best.lopt")
@@ -226,7 +225,6 @@ def test_export_from_a_real_run(tiny_run, tmp_path):
   assert all(np.isfinite(u).all() for u in jax.tree_util.tree_leaves(updates))
 
 
-@TINY_RUN_GROUP
 def test_run_dir_saved_under_old_names_exports_and_resumes(tiny_run, tmp_path):
   """A run dir whose config says `num_outer_steps` (before the rename) still
   exports, and resumes without counting the rename as a config change."""
@@ -260,7 +258,6 @@ def _run_app(cli, capsys, *args):
   return exit_info.value.code, capsys.readouterr().err.strip()
 
 
-@TINY_RUN_GROUP
 def test_export_app(tiny_run, tmp_path, capsys):
   log_dir, meta_loss, _ = tiny_run
   out = str(tmp_path / "x.lopt")

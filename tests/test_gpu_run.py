@@ -32,8 +32,6 @@ SCRIPT = REPO / "launch" / "gpu_run.sh"
 # Generous: phases end when their work is done (minutes on 2 idle cores),
 # and each phase's share grows with the budget.
 FULL_SECONDS = 1800
-# The tests of `full_run` (minutes) run on one xdist worker: one run for all.
-FULL_RUN = pytest.mark.xdist_group("gpu_run_full_run")
 
 
 def run_script(out_dir: Path, seconds: float, tmp_path_factory, *flags: str
@@ -68,7 +66,6 @@ def full_run(tmp_path_factory):
   return out_dir, read_summary(out_dir), seconds
 
 
-@FULL_RUN
 def test_every_phase_finishes_with_complete_results(full_run):
   out_dir, summary, _ = full_run
   assert {k: v["status"] for k, v in summary["status"]["phases"].items()} == {
@@ -88,7 +85,6 @@ def test_every_phase_finishes_with_complete_results(full_run):
   assert summary["targets"]["population_vs_fused"]["value"].keys() == {"2"}
 
 
-@FULL_RUN
 def test_comparison_arms_reach_the_same_step(full_run):
   out_dir, summary, _ = full_run
   arms = summary["compare"]["arms"]
@@ -100,7 +96,6 @@ def test_comparison_arms_reach_the_same_step(full_run):
   assert summary["targets"]["long_run"]["met"] in (True, False)
 
 
-@FULL_RUN
 def test_heldout_exports_the_self_trained_optimizer(full_run):
   out_dir, summary, _ = full_run
   heldout = summary["heldout"]
@@ -109,7 +104,6 @@ def test_heldout_exports_the_self_trained_optimizer(full_run):
   export.read(heldout["optimizer"])  # a loadable optimizer file
 
 
-@FULL_RUN
 def test_rerun_skips_finished_phases(full_run, tmp_path_factory):
   out_dir, _, _ = full_run
   result, seconds = run_script(out_dir, 60, tmp_path_factory)

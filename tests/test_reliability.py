@@ -25,8 +25,6 @@ BINDINGS = apprun.MNIST1D_BINDINGS + (
     f"PopulationTrainer.num_meta_steps = {STEPS}",)
 ROUNDS = list(range(0, STEPS + 1, INTERVAL))
 WAIT_S = 600  # for one process to reach a step, on a loaded 2-core machine
-# The tests of `reference` run on one xdist worker: one uninterrupted run.
-REFERENCE = pytest.mark.xdist_group("reliability_reference")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +100,6 @@ def _wait_for_step(proc, log_dir, step, output):
     time.sleep(0.02)
 
 
-@REFERENCE
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_run(
     tmp_path, env, reference, trainer):
   seed = random.randrange(2**32)
@@ -140,7 +137,6 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_run(
   assert meta["data_positions"][1]["train"] > 0  # the MNIST-1D stream moved
 
 
-@REFERENCE
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(
     tmp_path, env, reference, trainer):
   reference_dir = reference()

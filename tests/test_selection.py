@@ -5,7 +5,6 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import TINY_RUN_GROUP
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.tasks import base as tasks_base
 
@@ -68,7 +67,6 @@ def test_members_are_ranked_against_tuned_adam_on_shared_batches():
   assert geo >= 1.0
 
 
-@TINY_RUN_GROUP
 def test_select_app_exports_the_chosen_member(tiny_run, tmp_path, capsys):
   log_dir, _, thetas = tiny_run
   out, out_dir = tmp_path / "best.lopt", tmp_path / "val"
