@@ -1,6 +1,7 @@
 """Shared pytest set-up: import the package (and so compat) before lo; a
-persistent JAX compilation cache; --runslow; the data_dir, clean_gin and
-mock_image_datasets fixtures; `tiny_run`, a real 2-step run to export from."""
+persistent JAX compilation cache; which tests an xdist worker runs together;
+--runslow; the data_dir, clean_gin and mock_image_datasets fixtures;
+`tiny_run`, a real 2-step run to export from."""
 
 import os
 import re
@@ -59,8 +60,8 @@ def xdist_scope(nodeid: str) -> str:
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-  """`-n N` (--dist load) balances `xdist_scope`s, largest first, instead of
-  single tests. (xdist's own --dist loadgroup does not group under pytest 9:
+  """`-n N` (--dist load) balances `xdist_scope`s (those of most tests
+  first) instead of single tests. (xdist's own --dist loadgroup does not group under pytest 9:
   it renames item._nodeid, which pytest 9 no longer reads.)"""
   if config.getvalue("dist") != "load":
     return None
