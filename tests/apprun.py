@@ -34,12 +34,23 @@ MNIST1D_BINDINGS = (
 )
 
 
+def cache_dir(tmp_path_factory) -> str:
+  """The persistent compilation cache: $LOPT_TEST_JAX_CACHE if set (.ci/run
+  shares one between its two passes), else one per pytest session, shared by
+  its xdist workers (a worker's base temp dir is the session's popen-gwN)."""
+  if os.environ.get("LOPT_TEST_JAX_CACHE"):
+    return os.environ["LOPT_TEST_JAX_CACHE"]
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  return str(base / "jax_cache")
+
+
 def cache_settings(tmp_path_factory) -> dict[str, str | int]:
   """JAX options (as environment names) of the pytest session's persistent
   compilation cache: every computation is cached, however quick to compile."""
   return {
-      "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.getbasetemp()
-                                       / "jax_cache"),
+      "JAX_COMPILATION_CACHE_DIR": cache_dir(tmp_path_factory),
       "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": 0,
       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": -1,
   }

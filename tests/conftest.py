@@ -1,8 +1,10 @@
 """Shared pytest set-up: import the package (and so compat) before lo; a
-persistent JAX compilation cache; --runslow; the data_dir, clean_gin and
-mock_image_datasets fixtures; `tiny_run`, a real 2-step run to export from."""
+persistent JAX compilation cache; which tests an xdist worker runs together;
+--runslow; the data_dir, clean_gin and mock_image_datasets fixtures;
+`tiny_run`, a real 2-step run to export from."""
 
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -25,6 +27,51 @@ def compilation_cache(tmp_path_factory):
   compilation cache of the app processes (`apprun.app_env`)."""
   for name, value in apprun.cache_settings(tmp_path_factory).items():
     jax.config.update(name.lower(), value)
+
+
+# Under xdist, each of these modules runs on one worker: their tests share a
+# module fixture that takes minutes (a gpu_run.sh run, bad input's 14 app
+# processes, reliability's uninterrupted run), which a module split between
+# the workers builds twice.
+SHARED_FIXTURE_MODULES = ("tests/test_bad_input.py", "tests/test_gpu_run.py",
+                          "tests/test_reliability.py")
+CONFIG_TEST = re.compile(
+    r"tests/test_configs\.py::test_config_parses_and_runs_two_meta_steps"
+    r"\[(adam_outer_.+\.gin)\]")
+
+
+def xdist_scope(nodeid: str) -> str:
+  """What one worker runs together: a module of SHARED_FIXTURE_MODULES; an
+  Adam-outer config's test with its self-training twin's (the config includes
+  it and compiles the same per-family programs, only the outer update, its own
+  jit, differs: the second test reads them from the compilation cache); else
+  the test alone."""
+  module = nodeid.split("::")[0]
+  if module in SHARED_FIXTURE_MODULES:
+    return module
+  adam_outer = CONFIG_TEST.fullmatch(nodeid)
+  if adam_outer:
+    path = os.path.join(config.REPO_ROOT, "gin_configs", adam_outer[1])
+    with open(path) as f:
+      twin = re.search(r"^include 'gin_configs/(.+)'$", f.read(), re.M)[1]
+    return nodeid.replace(adam_outer[1], twin)
+  return nodeid
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+  """`-n N` (--dist load) balances `xdist_scope`s (those of most tests
+  first) instead of single tests. (xdist's own --dist loadgroup does not group under pytest 9:
+  it renames item._nodeid, which pytest 9 no longer reads.)"""
+  if config.getvalue("dist") != "load":
+    return None
+  from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415
+
+  class ScopeScheduling(LoadScopeScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+      return xdist_scope(nodeid)
+
+  return ScopeScheduling(config, log)
 
 
 def pytest_addoption(parser):
@@ -95,9 +142,10 @@ EvalConfig.num_steps = 5
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-  """A real 2-step run of a population of 2 on 10-d quadratics."""
+  """A real 2-step run of a population of 2 on 10-d quadratics (read only:
+  tests that change a run dir change a copy)."""
   log_dir = str(tmp_path_factory.mktemp("run"))
   gin.clear_config()
   config.parse([], [TINY_RUN])
