@@ -3,6 +3,7 @@ self-training (asserted on the built objects, not on the text)."""
 
 import glob
 import os
+import re
 
 import gin
 import jax
@@ -46,9 +47,10 @@ SMALL_BROAD = SMALL_MEMBERS + [
     "TaskMixture.weights = [0.4, 0.3, 0.3]",
     "TaskMixture.names = ['mnist1d_conv', 'mnist1d_reparam', 'cond_quadratic20']",
 ]
-# The tabular, generated and symmetric configs run their mix's own family (a
-# tabular_datasets MLP; GeneratedTabularFamily), not its MNIST-1D MLP, the
-# family the demo and broad configs train; test_families.py trains both.
+# The tabular configs and those on tasks/mix_generated.gin (generated,
+# symmetric, tangential, mup) run their mix's own family (a tabular_datasets
+# MLP; GeneratedTabularFamily), not its MNIST-1D MLP, the family the demo and
+# broad configs train; test_families.py trains both.
 SMALL_TABULAR = SMALL_MEMBERS + [
     "TaskMixture.families = [@tab_small/MaskedMLPFamily()]",
     "TaskMixture.weights = [1.0]", "TaskMixture.names = ['tabular_small']"]
@@ -57,13 +59,23 @@ SMALL_GENERATED = SMALL_MEMBERS + [
     "TaskMixture.weights = [1.0]", "TaskMixture.names = ['tabular_generated']"]
 
 
+def _includes(path, target):
+  """Whether the gin file `path` includes `target` (a repo-relative path),
+  directly or through the files it includes."""
+  with open(path) as f:
+    included = re.findall(r"^include '([^']+)'", f.read(), re.MULTILINE)
+  return target in included or any(
+      _includes(os.path.join(REPO, i), target) for i in included)
+
+
 def _shrunk(path):
   """Bindings that make `path` run quickly on 2 CPU cores."""
   name = os.path.basename(path)
   return SMALL_EVAL + (
       SMALL_PAPER if "paper" in name else SMALL_BROAD if "broad" in name else
       SMALL_TABULAR if "tabular" in name else
-      SMALL_GENERATED if "generated" in name or "symmetric" in name else [])
+      SMALL_GENERATED if _includes(path, "gin_configs/tasks/mix_generated.gin")
+      else [])
 
 
 def _build(path, bindings=()):
