@@ -57,9 +57,10 @@ def _normalise(x: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
   return x * jax.lax.rsqrt(eps + jnp.mean(jnp.square(x), axis=axes, keepdims=True))
 
 
-def _log_fan_in(shape: tuple[int, ...]) -> float:
-  """log of a tensor's fan-in (all axes but the last; 0 for biases/scalars)."""
-  return math.log(math.prod(shape[:-1])) if len(shape) > 1 else 0.0
+def _fan_in(shape: tuple[int, ...]) -> int:
+  """A tensor's fan-in: the product of all axes but the last (1 for biases
+  and scalars)."""
+  return math.prod(shape[:-1]) if len(shape) > 1 else 1
 
 
 def _remove_component(x: jnp.ndarray, along: jnp.ndarray) -> jnp.ndarray:
@@ -190,10 +191,11 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     return _NUM_PARAM_FEATURES - (not self.param_feature)
 
   def _width_scale(self, shape: tuple[int, ...]) -> float:
-    """min(1, reference_fan_in / fan_in); 1 for vectors, scalars or None."""
-    if self.reference_fan_in is None or len(shape) < 2:
+    """min(1, reference_fan_in / fan_in); 1 when None (and for vectors and
+    scalars, whose fan-in 1 is below any reference)."""
+    if self.reference_fan_in is None:
       return 1.0
-    return min(1.0, self.reference_fan_in / math.prod(shape[:-1]))
+    return min(1.0, self.reference_fan_in / _fan_in(shape))
 
   def _mlp(self, theta: lopt_base.MetaParams, x: jnp.ndarray) -> jnp.ndarray:
     for i in range(self.hidden_layers + 1):
@@ -251,7 +253,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           feats = jnp.stack([g] + ([p] if lopt.param_feature else []) + [
               m1, m2, adam, adam_slow, jax.lax.rsqrt(v_hat + 1e-12)], axis=-1)
           feats = _normalise(feats.reshape((-1, lopt._num_param_features)))
-          glob = jnp.stack(time_feats + [jnp.asarray(_log_fan_in(p.shape) / 5.0,
+          glob = jnp.stack(time_feats + [jnp.asarray(math.log(_fan_in(p.shape)) / 5.0,
                                                      jnp.float32)])
           glob = jnp.broadcast_to(glob, feats.shape[:1] + glob.shape)
           out = lopt._mlp(theta, jnp.concatenate([feats, glob], axis=-1))
