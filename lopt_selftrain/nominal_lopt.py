@@ -124,14 +124,16 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       shipped optimizers' steps kept a cosine of 0.08-0.18 with the weights
       and grew a 4 x 256 MLP's weight norms 4x in 600 steps until it died
       (docs/heldout.md); a norm then changes only through Adam's direction.
-    reference_fan_in: None, or the widest fan-in met in meta-training: a
-      tensor with a larger fan-in takes steps `reference_fan_in / fan_in`
-      times as large (muP's rule for Adam: per-weight steps shrink as 1 /
-      fan-in so that a layer's output moves by the same amount at any
-      width). The log fan-in feature lets the MLP learn this within the
-      meta-training widths but not beyond them: tuned Adam's best lr on
-      the held-out 4 x 256 MLP is 1e-2 and 3e-2 kills it, while the small
-      nets the optimizers are meta-trained on want 1e-1 (docs/heldout.md).
+    reference_fan_in: None, or a fan-in from which on a tensor with fan-in
+      n takes steps `reference_fan_in / n` times as large (muP's rule for
+      Adam: per-weight steps shrink as 1 / fan-in so that a layer's output
+      moves by the same amount at any width). The log fan-in feature lets
+      the MLP learn this within the meta-training widths but not beyond
+      them: tuned Adam's best lr on the held-out 4 x 256 MLP is 1e-2 and
+      3e-2 kills it, while the small nets of the mix want 1e-1. At the
+      mix's widest fan-in (64) only wider nets change; at 16 the rule acts
+      inside meta-training too, which learns its rates under it (the
+      shipped `selftrained_nominal_mup16`; docs/heldout.md).
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,
