@@ -133,6 +133,17 @@ def _lr(label: str) -> float:
   return float(label.split("=")[1])
 
 
+def ratio(learned: float, adam: float) -> float:
+  """learned / adam; where tuned Adam reached exactly 0 (float32 underflow,
+  e.g. on a quadratic) inf, or 1 if the learned optimizer did too; NaN only
+  where the learned optimizer diverged."""
+  if math.isnan(learned) or math.isnan(adam):
+    return math.nan
+  if adam > 0:
+    return learned / adam
+  return 1.0 if learned == 0 else math.inf
+
+
 def _test_metrics(task: ClassifierTask, params: Any) -> dict[str, float]:
   """Loss and accuracy on the whole test split."""
   x, y = task.test_arrays
@@ -161,7 +172,7 @@ def run_task(learned_opt: lopt_base.LearnedOptimizer, theta: Any,
       "learned_final": learned,
       "adam_final": adam,
       "adam_best_lr": _lr(best),
-      "ratio": learned / adam if adam > 0 else math.nan,
+      "ratio": ratio(learned, adam),
       "learned_diverged": not math.isfinite(learned),
       "adam_finals": {f"{_lr(k):g}": finals[k] for k in adam_labels},
       "why_heldout": spec.why_heldout,

@@ -99,6 +99,14 @@ def test_summary_counts_targets():
   assert s["median_ratio"] == 1.5 and s["max_ratio"] == math.inf
 
 
+def test_ratio_where_tuned_adam_reaches_exactly_zero():
+  assert heldout.ratio(2e-6, 4e-6) == 0.5
+  assert heldout.ratio(2e-6, 0.0) == math.inf  # not NaN: a loss, not a failure
+  assert heldout.ratio(0.0, 0.0) == 1.0
+  assert math.isnan(heldout.ratio(math.nan, 0.0))
+  assert math.isnan(heldout.ratio(math.nan, 1e-3))
+
+
 def test_comparison_markdown_has_medians():
   def recs(*ratios):
     return [{"task": f"t{i}", "ratio": r, "learned_diverged": False}
