@@ -1,4 +1,5 @@
-"""Every shipped gin config parses and runs 2 meta steps; the demo is pure
+"""Every shipped gin config parses and runs 2 meta steps, or only rebinds the
+outer optimizer or NominalMLPLOpt flags of one that does; the demo is pure
 self-training (asserted on the built objects, not on the text)."""
 
 import glob
@@ -7,14 +8,35 @@ import re
 
 import gin
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from learned_optimization.optimizers import base as opt_base
 
 from lopt_selftrain import checkpoint, config, population, training
+from lopt_selftrain.nominal_lopt import NominalMLPLOpt
 from lopt_selftrain.self_update import SelfUpdate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOP_LEVEL_CONFIGS = sorted(glob.glob(os.path.join(REPO, "gin_configs", "*.gin")))
+# Configs that include one other top-level config (their base) and rebind only
+# its outer optimizer (the Adam-outer twins) or NominalMLPLOpt's flags. Their
+# base runs 2 meta steps below, the Adam outer path runs in
+# adam_outer_baseline_cpu.gin and every NominalMLPLOpt flag has its own tests
+# (test_nominal_lopt.py), so these are built and their learned optimizer takes
+# one vmapped step instead: 2 meta steps cost 40-60 s a config on 2 cores.
+VARIANTS = {
+    "adam_outer_baseline_tpu_paper.gin": "selftrain_tpu_paper.gin",
+    "adam_outer_broad_cpu.gin": "selftrain_broad_cpu.gin",
+    "adam_outer_nominal_broad_cpu.gin": "selftrain_nominal_broad_cpu.gin",
+    "selftrain_nominal_symmetric_cpu.gin": "selftrain_nominal_generated_cpu.gin",
+    "selftrain_nominal_tangential_cpu.gin": "selftrain_nominal_symmetric_cpu.gin",
+    "selftrain_nominal_mup_cpu.gin": "selftrain_nominal_symmetric_cpu.gin",
+    "selftrain_nominal_mup16_cpu.gin": "selftrain_nominal_symmetric_cpu.gin",
+}
+_ADAM_TWIN = ("PopulationTrainer.outer_opt = @Adam()", "Adam.learning_rate",
+              "PBTConfig.enabled = False")
+RUN_CONFIGS = [p for p in TOP_LEVEL_CONFIGS if os.path.basename(p) not in VARIANTS]
 # Evaluation is shrunk so every config finishes quickly on 2 CPU cores.
 SMALL_EVAL = ["EvalConfig.num_tasks = 2", "EvalConfig.num_steps = 4"]
 # Paper-scale configs hold GBs of unroll state (8 members x 32 tasks of up to
@@ -104,13 +126,61 @@ def test_there_are_configs_to_check():
   assert {"selftrain_cpu_demo.gin", "adam_outer_baseline_cpu.gin"} <= names
 
 
-@pytest.mark.parametrize("path", TOP_LEVEL_CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=os.path.basename)
 def test_config_parses_and_runs_two_meta_steps(path, tmp_path, clean_gin):
   trainer = _build(path, _shrunk(path))
   training.train(trainer, str(tmp_path), max_meta_steps=2)
   steps = [r["step"] for r in checkpoint.read(str(tmp_path / "metrics.jsonl"))]
   assert steps == [0, 2]
   assert checkpoint.list_steps(str(tmp_path / "checkpoints"))[-1] == 2
+  gin.clear_config()
+
+
+def _own_bindings(path):
+  """(included files, binding lines) of the gin file itself."""
+  with open(path) as f:
+    lines = [x.strip() for x in f if x.strip() and not x.startswith("#")]
+  includes = [x for x in lines if x.startswith("include ")]
+  return includes, [x for x in lines if not x.startswith("include ")]
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_rebinds_only_its_base_and_its_learned_optimizer_steps(
+    name, clean_gin):
+  base = VARIANTS[name]
+  assert base in [os.path.basename(p) for p in TOP_LEVEL_CONFIGS]
+  includes, bindings = _own_bindings(os.path.join(REPO, "gin_configs", name))
+  assert includes == [f"include 'gin_configs/{base}'"]
+  adam_twin = name.startswith("adam_outer_")
+  allowed = _ADAM_TWIN if adam_twin else ("NominalMLPLOpt.",)
+  assert bindings and all(b.startswith(allowed) for b in bindings), bindings
+
+  path = os.path.join(REPO, "gin_configs", name)
+  trainer = _build(path, _shrunk(path))
+  if adam_twin:
+    assert isinstance(trainer.outer_opt, opt_base.Adam)
+    assert not trainer.pbt_config.enabled
+  else:
+    assert isinstance(trainer.learned_opt, NominalMLPLOpt)
+    for b in bindings:
+      attr, value = (x.strip() for x in b[len("NominalMLPLOpt."):].split("="))
+      assert getattr(trainer.learned_opt, attr) == eval(value), b
+  # Two members' weights, one step each on a small net, as the population does.
+  lopt = trainer.learned_opt
+  thetas = jax.vmap(lopt.init)(jax.random.split(jax.random.PRNGKey(0), 2))
+  params = {"w": jnp.ones((24, 8)), "b": jnp.zeros((8,))}
+  grads = {"w": jnp.full((24, 8), 0.1), "b": jnp.full((8,), -0.1)}
+
+  def step(theta):
+    opt = lopt.opt_fn(theta)
+    state = opt.init(params, num_steps=10)
+    return opt.get_params(opt.update(state, grads, loss=jnp.asarray(1.0)))
+
+  stepped = jax.jit(jax.vmap(step))(thetas)
+  for leaf, before in zip(jax.tree_util.tree_leaves(stepped),
+                          jax.tree_util.tree_leaves(params)):
+    assert leaf.shape == (2,) + before.shape
+    assert np.all(np.isfinite(leaf)) and not np.allclose(leaf, before)
   gin.clear_config()
 
 
