@@ -33,6 +33,7 @@ VARIANTS = {
     "selftrain_nominal_tangential_cpu.gin": "selftrain_nominal_symmetric_cpu.gin",
     "selftrain_nominal_mup_cpu.gin": "selftrain_nominal_symmetric_cpu.gin",
     "selftrain_nominal_mup16_cpu.gin": "selftrain_nominal_symmetric_cpu.gin",
+    "selftrain_nominal_fast_rms_cpu.gin": "selftrain_nominal_mup16_cpu.gin",
 }
 _ADAM_TWIN = ("PopulationTrainer.outer_opt = @Adam()", "Adam.learning_rate",
               "PBTConfig.enabled = False")
