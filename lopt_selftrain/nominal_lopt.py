@@ -9,6 +9,7 @@ nominal Adam step instead:
 
     step = exp(log_lr + R * tanh(n / R)) * (adam_direction + tanh(d) * s)
 
+(optionally times a cosine decay over the run, `cosine_decay`)
 `log_lr` is one learned scalar; `n` (log step-size modulation, bounded to
 +-R) and `d` (bounded direction correction; its scale `s` is 1, or the RMS
 of Adam's direction over the tensor; optionally with its part along the
@@ -16,7 +17,8 @@ tensor removed) are per-parameter outputs of an MLP
 on normalised per-parameter features (gradient, parameter, two momenta, Adam
 directions) plus unnormalised global ones (fraction of the run done, so it can
 learn a schedule from `num_steps`; iteration; the tensor's log fan-in, so it can
-learn width-dependent step sizes as muP prescribes by hand). A random member is
+learn width-dependent step sizes as muP prescribes by hand; optionally the
+tensor's signal-to-noise ratio, see `snr_features`). A random member is
 Adam at `initial_lr` with random per-parameter perturbations of its step size
 and direction; every one of those weights is meta-trained, by the population
 itself in self-training.
@@ -37,6 +39,7 @@ from learned_optimization.optimizers import base as opt_base
 _NUM_PARAM_FEATURES = 7
 _TIMESCALES = (10.0, 100.0, 1000.0, 10000.0)
 _NUM_GLOBAL_FEATURES = 3 + len(_TIMESCALES)  # fraction done, its tanh, timescales, fan-in
+_NUM_SNR_FEATURES = 2  # log RMS over the tensor of the fast and slow Adam directions
 
 
 @flax.struct.dataclass
@@ -136,6 +139,19 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       mix's widest fan-in (64) only wider nets change; at 16 the rule acts
       inside meta-training too, which learns its rates under it (the
       shipped `selftrained_nominal_mup16`; docs/heldout.md).
+    snr_features: whether the MLP also sees, per tensor, the log RMS of
+      Adam's direction m / sqrt(v) and of its slow-momentum twin. Its
+      per-parameter features are normalised over the tensor, which hides
+      whether the gradients agree from step to step (RMS near 1) or are
+      mostly minibatch noise (about sqrt((1 - beta) / (1 + beta)): 0.23 for
+      the fast momentum, 0.07 for the slow). Tuned Adam takes 10-30x smaller
+      steps on memorising deep, wide nets than on the mix's small ones
+      (docs/heldout.md); with this signal the MLP can learn to step less
+      where the gradients are mostly noise.
+    cosine_decay: multiply every step by 0.5 * (1 + cos(pi * t / num_steps))
+      (0 from `num_steps` on), the schedule hand-tuned runs use. Meta-trained
+      members do not learn to anneal: on deep, wide nets their loss reaches
+      tuned Adam's and then jumps back up 10-100x (docs/heldout.md).
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,
@@ -147,7 +163,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                relative_correction: bool = False,
                param_feature: bool = True, sign_symmetric: bool = False,
                tangential_correction: bool = False,
-               reference_fan_in: int | None = None):
+               reference_fan_in: int | None = None,
+               snr_features: bool = False, cosine_decay: bool = False):
     super().__init__()
     if not initial_lr > 0:
       raise ValueError(f"NominalMLPLOpt.initial_lr must be > 0, got {initial_lr}")
@@ -171,13 +188,15 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       raise ValueError(f"NominalMLPLOpt.reference_fan_in must be >= 1 or None, "
                        f"got {reference_fan_in}")
     self.reference_fan_in = reference_fan_in
+    self.snr_features = snr_features
+    self.cosine_decay = cosine_decay
     for flag in ("relative_correction", "tangential_correction"):
       if getattr(self, flag) and not direction_correction:
         raise ValueError(f"NominalMLPLOpt.{flag} needs direction_correction=True")
 
   def init(self, key: jax.Array) -> lopt_base.MetaParams:
     """Random MLP weights (truncated normal, 1/sqrt(fan_in)) and log_lr."""
-    sizes = ([self._num_param_features + _NUM_GLOBAL_FEATURES]
+    sizes = ([self._num_param_features + self._num_global_features]
              + [self.hidden_size] * self.hidden_layers
              + [2 if self.direction_correction else 1])
     theta = {"log_lr": jnp.asarray(math.log(self.initial_lr) / self.log_lr_scale,
@@ -193,6 +212,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
   @property
   def _num_param_features(self) -> int:
     return _NUM_PARAM_FEATURES - (not self.param_feature)
+
+  @property
+  def _num_global_features(self) -> int:
+    return _NUM_GLOBAL_FEATURES + _NUM_SNR_FEATURES * self.snr_features
 
   def _width_scale(self, shape: tuple[int, ...]) -> float:
     """min(1, reference_fan_in / fan_in); 1 when None (and for vectors and
@@ -248,6 +271,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
         # Bias corrections: one per moment, shared by every tensor.
         fix1, fix2, fix_slow = (1 - b ** tf for b in (
             lopt.beta1, lopt.beta2, lopt.slow_beta))
+        decay = (0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(frac, 1.0)))
+                 if lopt.cosine_decay else 1.0)
 
         def tensor_step(p, g, m1, m2, v):
           v_hat = v / fix2
@@ -257,8 +282,13 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           feats = jnp.stack([g] + ([p] if lopt.param_feature else []) + [
               m1, m2, adam, adam_slow, jax.lax.rsqrt(v_hat + 1e-12)], axis=-1)
           feats = _normalise(feats.reshape((-1, lopt._num_param_features)))
-          glob = jnp.stack(time_feats + [jnp.asarray(math.log(_fan_in(p.shape)) / 5.0,
-                                                     jnp.float32)])
+          glob = time_feats + [jnp.asarray(math.log(_fan_in(p.shape)) / 5.0,
+                                           jnp.float32)]
+          if lopt.snr_features:
+            # log RMS in [log 1e-6, ~0]; /5 keeps it O(1) like the fan-in's.
+            glob += [jnp.log(jnp.sqrt(jnp.mean(jnp.square(a))) + 1e-6) / 5.0
+                     for a in (adam, adam_slow)]
+          glob = jnp.stack(glob)
           glob = jnp.broadcast_to(glob, feats.shape[:1] + glob.shape)
           out = lopt._mlp(theta, jnp.concatenate([feats, glob], axis=-1))
           if lopt.sign_symmetric:
@@ -271,7 +301,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           log_lr = (lopt.log_lr_scale * theta["log_lr"]
                     + r * jnp.tanh(out[:, 0] / r))
           direction = adam.reshape(-1)
-          step_size = jnp.exp(log_lr) * lopt._width_scale(p.shape)
+          step_size = jnp.exp(log_lr) * lopt._width_scale(p.shape) * decay
           if not lopt.direction_correction:
             step = step_size * direction
           else:

@@ -260,3 +260,47 @@ def test_reference_fan_in_shrinks_only_wider_tensors_steps():
     np.testing.assert_array_equal(steps[6][name], steps[None][name])
   with pytest.raises(ValueError, match="reference_fan_in must be >= 1"):
     NominalMLPLOpt(reference_fan_in=0)
+
+
+def test_snr_features_see_whether_gradients_agree_from_step_to_step():
+  """The two per-tensor SNR inputs (the last rows of the first layer) are
+  log RMS of Adam's directions: 0 after one step (Adam's direction is then
+  sign(g)), so their weights do not matter; after gradients that flip sign
+  every step they are well below 0 and the weights change the step."""
+  lopt = NominalMLPLOpt(output_init_scale=5.0, snr_features=True)
+  theta = lopt.init(jax.random.PRNGKey(10))
+  blind = dict(theta, w0=theta["w0"].at[-2:].set(0.0))
+  assert theta["w0"].shape[0] == NominalMLPLOpt().init(
+      jax.random.PRNGKey(0))["w0"].shape[0] + 2
+  loss, params = _problem()
+  grad = jax.grad(loss)(params)
+
+  def step(t, signs):
+    opt = lopt.opt_fn(t)
+    state = opt.init(params, num_steps=100)
+    for sign in signs:
+      state = opt.update(state, jax.tree_util.tree_map(lambda g, s=sign: s * g, grad))
+    return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(lambda a, b: a - b, params, opt.get_params(state)))])
+
+  np.testing.assert_allclose(step(theta, [1.0]), step(blind, [1.0]), rtol=1e-5,
+                             atol=1e-9)
+  flips = [(-1.0) ** i for i in range(9)]
+  assert not np.allclose(step(theta, flips), step(blind, flips), rtol=1e-3)
+
+
+@pytest.mark.parametrize("num_steps,factor", [(2, 0.5), (4, 0.5 * (1 + np.cos(np.pi / 4))),
+                                              (1, 0.0)])
+def test_cosine_decay_scales_the_step_by_the_schedule(num_steps, factor):
+  """Step t of a run of num_steps is 0.5 * (1 + cos(pi t / num_steps)) times
+  the undecayed one (the first step here; 0 at the run's end)."""
+  loss, params = _problem()
+  grad = jax.grad(loss)(params)
+  steps = []
+  for decay in (False, True):
+    lopt = NominalMLPLOpt(output_init_scale=5.0, cosine_decay=decay)
+    opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(11)))
+    new = opt.get_params(opt.update(opt.init(params, num_steps=num_steps), grad))
+    steps.append(jax.tree_util.tree_map(lambda a, b: np.asarray(a - b), params, new))
+  for plain, decayed in zip(*(jax.tree_util.tree_leaves(s) for s in steps)):
+    np.testing.assert_allclose(decayed, factor * plain, rtol=1e-4, atol=1e-7)
