@@ -9,7 +9,7 @@ nominal Adam step instead:
 
     step = exp(log_lr + R * tanh(n / R)) * (adam_direction + tanh(d) * s)
 
-(optionally times a cosine decay over the run, `cosine_decay`)
+(optionally times a cosine decay over the run, `cosine_decay`).
 `log_lr` is one learned scalar; `n` (log step-size modulation, bounded to
 +-R) and `d` (bounded direction correction; its scale `s` is 1, or the RMS
 of Adam's direction over the tensor; optionally with its part along the

@@ -8,8 +8,12 @@ same way on generated data (wider nets, tiny sets, long runs, a 1-D convnet,
 a quadratic), none of it in the held-out suite: every member of every given
 run trains each validation task (members vmapped, one compile per run and
 task) next to Adam at each learning rate of a grid, from the same init on the
-same batches, and the member with the lowest median ratio to tuned Adam's
-final training loss wins (ties: the lower geometric mean).
+same batches. The ranking follows the issue's targets (<= 2x tuned Adam's
+final training loss on every task, <= 1x on half): the fewest validation
+tasks beyond 2x wins, then the lowest median ratio, then the lowest geometric
+mean. (Until 2026-11-27's fifth session the median came first; then a deep,
+wide validation task showed members tied on the median of which one missed
+2x on every task but the quadratic and another on two, docs/heldout.md.)
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from lopt_selftrain import curves, evaluation, export, heldout
 from lopt_selftrain.tasks.heldout import HeldoutTask
 
 _TINY = float(np.finfo(np.float32).tiny)
+WITHIN = 2.0  # The per-task target: learned final <= 2x tuned Adam's.
 
 
 def _finals(learned_opt: Any, thetas: Any, family: tasks_base.TaskFamily,
@@ -96,18 +101,21 @@ def validation_records(populations: Sequence[export.Population],
 
 
 def scores(records: Sequence[dict[str, Any]]) -> list[np.ndarray]:
-  """Per population, [members, 2]: (median ratio, geometric-mean ratio)."""
+  """Per population, [members, 3]: (tasks beyond WITHIN x tuned Adam, median
+  ratio, geometric-mean ratio); lower is better in each."""
   out = []
   for i in range(len(records[0]["ratios"])):
     ratios = np.array([r["ratios"][i] for r in records])  # [tasks, members]
     with np.errstate(divide="ignore"):
       log = np.log(ratios)
-    out.append(np.stack([np.median(ratios, 0), np.exp(np.mean(log, 0))], -1))
+    out.append(np.stack([np.sum(~(ratios <= WITHIN), 0), np.median(ratios, 0),
+                         np.exp(np.mean(log, 0))], -1))
   return out
 
 
 def choose(records: Sequence[dict[str, Any]]) -> tuple[int, int]:
-  """(population, member) with the lowest median ratio, ties by geometric mean."""
+  """(population, member) with the fewest tasks beyond WITHIN x tuned Adam,
+  ties by the median ratio, then by the geometric mean."""
   ranked = [(tuple(score), i, m) for i, s in enumerate(scores(records))
             for m, score in enumerate(s)]
   _, population, member = min(ranked)
@@ -116,17 +124,19 @@ def choose(records: Sequence[dict[str, Any]]) -> tuple[int, int]:
 
 def markdown(populations: Sequence[export.Population],
              records: Sequence[dict[str, Any]], chosen: tuple[int, int]) -> str:
-  """One row per member: meta-loss, ratio per validation task, median."""
+  """One row per member: meta-loss, ratio per validation task, the scores."""
   lines = ["| run | member | meta-loss | "
-           + " | ".join(r["task"] for r in records) + " | median | geo. mean |",
-           "| --- | ---: | ---: | " + "---: | " * (len(records) + 2)]
+           + " | ".join(r["task"] for r in records)
+           + f" | beyond {WITHIN:g}x | median | geo. mean |",
+           "| --- | ---: | ---: | " + "---: | " * (len(records) + 3)]
   for i, (population, score) in enumerate(zip(populations, scores(records))):
-    for m, (median, geo) in enumerate(score):
+    for m, (misses, median, geo) in enumerate(score):
       cells = [f"{r['ratios'][i][m]:.3g}" for r in records]
       mark = "**" if (i, m) == chosen else ""
       lines.append(f"| {population.run_dir} | {mark}{m}{mark} | "
                    f"{population.meta_loss[m]:.3f} | " + " | ".join(cells)
-                   + f" | {mark}{median:.3g}{mark} | {geo:.3g} |")
+                   + f" | {mark}{misses:g}{mark} | {mark}{median:.3g}{mark} "
+                   f"| {geo:.3g} |")
   adam = ", ".join(f"{r['task']} {r['adam_final']:.3g} (lr {r['adam_best_lr']:g})"
                    for r in records)
   return "\n".join(lines) + f"\n\nTuned Adam's final training loss: {adam}.\n"

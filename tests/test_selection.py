@@ -47,7 +47,7 @@ def _adam_population(lrs):
 def test_members_are_ranked_against_tuned_adam_on_shared_batches():
   """A member that is Adam at a grid lr scores exactly that lr's final loss
   over the best one (same init, batches and keys); the far-too-small lr
-  loses; the choice is the lowest median ratio."""
+  loses; it misses 2x there, the grid lr does not, and is not chosen."""
   specs = heldout_tasks.suite_tasks(["val_tabgen_tiny", "val_quadratic30_cond1e3"],
                                     suite="validation")
   population = _adam_population([1e-6, 3e-2])
@@ -62,9 +62,24 @@ def test_members_are_ranked_against_tuned_adam_on_shared_batches():
     else:
       assert grid_lr >= 1.0
   assert selection.choose(records) == (0, 1)
-  median, geo = selection.scores(records)[0][1]
+  misses, median, geo = selection.scores(records)[0][1]
+  assert misses == sum(r["ratios"][0][1] > 2.0 for r in records)
   assert median == pytest.approx(np.median([r["ratios"][0][1] for r in records]))
   assert geo >= 1.0
+
+
+def test_choice_counts_tasks_beyond_2x_before_the_median():
+  """A member far ahead on most tasks but 50x behind on one loses to one
+  within 2x everywhere; among equal counts the lower median wins, then the
+  lower geometric mean; a diverged (inf) or NaN ratio counts as a miss."""
+  records = [{"ratios": [[0.1, 1.5, 0.1, 0.1]]}, {"ratios": [[0.1, 1.5, 3.0, 0.1]]},
+             {"ratios": [[50.0, 1.5, 0.2, np.inf]]}]
+  assert [s[0] for s in selection.scores(records)[0]] == [1, 0, 1, 1]
+  assert selection.choose(records) == (0, 1)
+  records[2]["ratios"][0][1] = 2.5  # Now every member misses once.
+  assert selection.choose(records) == (0, 0)  # Median 0.1; member 3's geo is inf.
+  records[0]["ratios"][0][1] = np.nan
+  assert selection.scores(records)[0][1][0] == 2
 
 
 def test_select_app_exports_the_chosen_member(tiny_run, tmp_path, capsys):

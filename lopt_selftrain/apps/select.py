@@ -5,8 +5,9 @@ r"""Export the member of one or more runs that does best on the validation suite
 
 Every member of each run's latest checkpoint trains every task of
 `lopt_selftrain.tasks.heldout.VALIDATION` next to Adam tuned over a learning
-rate grid (`lopt_selftrain.selection`); the member with the lowest median
-ratio to tuned Adam is exported to --out, its provenance naming the choice.
+rate grid (`lopt_selftrain.selection`); the member with the fewest tasks
+beyond 2x tuned Adam's final loss, then the lowest median ratio, is exported
+to --out, its provenance naming the choice.
 Writes DIR/validation.json (per task: tuned Adam and every member's ratio) and
 DIR/validation.md (the table). The held-out suite is never run here: it
 stays the test set (`lopt_selftrain.apps.evaluate --suite=heldout`).
@@ -49,11 +50,12 @@ def cli(run_dirs: Sequence[str], out: str | None, out_dir: str | None,
          "chosen": {"run": chosen[0], "member": chosen[1]}},
         indent=1).encode())
     files.write_atomic(f"{out_dir}/validation.md", text.encode())
-    median, geo = selection.scores(records)[chosen[0]][chosen[1]]
+    misses, median, geo = selection.scores(records)[chosen[0]][chosen[1]]
     provenance = export.export_member(
         populations[chosen[0]], chosen[1], out,
-        selected_by=(f"validation suite: median ratio {median:.4g} to tuned "
-                     f"Adam (geometric mean {geo:.4g}) over "
+        selected_by=(f"validation suite: {misses:g} task(s) beyond "
+                     f"{selection.WITHIN:g}x tuned Adam, median ratio "
+                     f"{median:.4g} (geometric mean {geo:.4g}) over "
                      f"{', '.join(r['task'] for r in records)}"))
   print(text)
   print(f"exported member {provenance['member']} of {provenance['run_dir']} "

@@ -218,9 +218,9 @@ def _mnist1d_conv() -> tasks_base.TaskFamily:
 
 # Validation: for choosing which optimizer to keep (`lopt_selftrain.selection`)
 # without looking at SUITE, which stays the test set. Its tasks step outside
-# the shipped mix the way SUITE's do (3x wider nets, tiny sets, long runs,
-# another architecture, an ill-conditioned quadratic) on data generated here:
-# none of SUITE's datasets, dimensions or conditions.
+# the shipped mix the way SUITE's do (3x wider and deeper nets, tiny sets, long
+# runs, another architecture, an ill-conditioned quadratic) on data generated
+# here or MNIST-1D: none of SUITE's datasets, dimensions or conditions.
 VALIDATION: tuple[HeldoutTask, ...] = (
     HeldoutTask("val_tabgen_wide", 800, _sampled(_tabgen(
         examples_range=(2048, 4096), features_range=(96, 128), max_classes=12,
@@ -240,6 +240,13 @@ VALIDATION: tuple[HeldoutTask, ...] = (
                 "one tanh layer on a generated set, 2000 steps (mix: <= 1000)"),
     HeldoutTask("val_mnist1d_conv", 600, _sampled(_mnist1d_conv, 3),
                 "1-D convnet (8-16 channels), an architecture the mix lacks"),
+    # Added 2026-11-27 (fifth session): the deep, wide kind of net on which
+    # the shipped optimizers fail held out (digits 4 x 256), so that choices
+    # made here can see it; it costs them 14-53x tuned Adam.
+    HeldoutTask("val_mnist1d_deep_wide", 1000,
+                lambda: mlp_task(data.mnist1d_datasets(batch_size=128),
+                                 hidden=[192] * 4),
+                "4 x 192 ReLU MLP on MNIST-1D (mix: <= 64 wide, <= 3 deep)"),
     HeldoutTask("val_quadratic30_cond1e3", 2000,
                 lambda: QuadraticTask(30, 1e3),
                 "dim 30, condition 1e3 (mix: no quadratics)"),
