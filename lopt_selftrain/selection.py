@@ -4,8 +4,8 @@ A run's meta-loss ranks members on the meta-training distribution, and
 ranked three seeds of one config in the wrong order on the held-out suite
 (docs/heldout.md). The held-out suite (`tasks.heldout.SUITE`) is the test set
 and must not choose. `tasks.heldout.VALIDATION` is a second suite built the
-same way on generated data (wider nets, tiny sets, long runs, a 1-D convnet,
-a quadratic), none of it in the held-out suite: every member of every given
+same way on generated data and MNIST-1D (wider and deeper nets, tiny sets,
+long runs, a 1-D convnet, a quadratic), none of it in the held-out suite: every member of every given
 run trains each validation task (members vmapped, one compile per run and
 task) next to Adam at each learning rate of a grid, from the same init on the
 same batches. The ranking follows the issue's targets (<= 2x tuned Adam's
