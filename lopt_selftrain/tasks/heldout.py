@@ -241,8 +241,8 @@ VALIDATION: tuple[HeldoutTask, ...] = (
     HeldoutTask("val_mnist1d_conv", 600, _sampled(_mnist1d_conv, 3),
                 "1-D convnet (8-16 channels), an architecture the mix lacks"),
     # Added 2026-11-27 (fifth session): the deep, wide kind of net on which
-    # the shipped optimizers fail held out (digits 4 x 256), so that choices
-    # made here can see it; it costs them 14-53x tuned Adam.
+    # the optimizers shipped until then failed held out (digits 4 x 256), so
+    # that choices made here can see it; they were 13-18x tuned Adam here.
     HeldoutTask("val_mnist1d_deep_wide", 1000,
                 lambda: mlp_task(data.mnist1d_datasets(batch_size=128),
                                  hidden=[192] * 4),
