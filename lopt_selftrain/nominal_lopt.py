@@ -60,6 +60,11 @@ def _normalise(x: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
   return x * jax.lax.rsqrt(eps + jnp.mean(jnp.square(x), axis=axes, keepdims=True))
 
 
+def _rms(x: jnp.ndarray) -> jnp.ndarray:
+  """Root mean square over the whole tensor."""
+  return jnp.sqrt(jnp.mean(jnp.square(x)))
+
+
 def _fan_in(shape: tuple[int, ...]) -> int:
   """A tensor's fan-in: the product of all axes but the last (1 for biases
   and scalars)."""
@@ -293,7 +298,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                                            jnp.float32)]
           if lopt.snr_features:
             # log RMS in [log 1e-6, ~0]; /5 keeps it O(1) like the fan-in's.
-            glob += [jnp.log(jnp.sqrt(jnp.mean(jnp.square(a))) + 1e-6) / 5.0
+            glob += [jnp.log(_rms(a) + 1e-6) / 5.0
                      for a in (adam, adam_slow)]
           glob = jnp.stack(glob)
           glob = jnp.broadcast_to(glob, feats.shape[:1] + glob.shape)
@@ -314,7 +319,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           else:
             correction = jnp.tanh(out[:, 1])
             if lopt.relative_correction:
-              correction = correction * jnp.sqrt(jnp.mean(jnp.square(direction)))
+              correction = correction * _rms(direction)
             if lopt.tangential_correction:
               # The radial part of what the correction moves, not of tanh(d):
               # step sizes differ per parameter.
