@@ -164,6 +164,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       `selftrained_nominal_cosine`) they train those nets without spikes
       but lose some of the large late steps that fit small sets to zero
       (docs/heldout.md).
+    cosine_decay_floor: with `cosine_decay`, the factor the decay ends at
+      (optax's `alpha`): a + (1 - a) * 0.5 * (1 + cos(...)).
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,
@@ -176,7 +178,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                param_feature: bool = True, sign_symmetric: bool = False,
                tangential_correction: bool = False,
                reference_fan_in: int | None = None,
-               snr_features: bool = False, cosine_decay: bool = False):
+               snr_features: bool = False, cosine_decay: bool = False,
+               cosine_decay_floor: float = 0.0):
     super().__init__()
     if not initial_lr > 0:
       raise ValueError(f"NominalMLPLOpt.initial_lr must be > 0, got {initial_lr}")
@@ -202,6 +205,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     self.reference_fan_in = reference_fan_in
     self.snr_features = snr_features
     self.cosine_decay = cosine_decay
+    if not 0.0 <= cosine_decay_floor <= 1.0:
+      raise ValueError(f"NominalMLPLOpt.cosine_decay_floor must be in [0, 1], "
+                       f"got {cosine_decay_floor}")
+    self.cosine_decay_floor = cosine_decay_floor
     for flag in ("relative_correction", "tangential_correction"):
       if getattr(self, flag) and not direction_correction:
         raise ValueError(f"NominalMLPLOpt.{flag} needs direction_correction=True")
@@ -283,8 +290,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
         # Bias corrections: one per moment, shared by every tensor.
         fix1, fix2, fix_slow = (1 - b ** tf for b in (
             lopt.beta1, lopt.beta2, lopt.slow_beta))
-        decay = (0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(frac, 1.0)))
-                 if lopt.cosine_decay else 1.0)
+        decay = 1.0
+        if lopt.cosine_decay:
+          a = lopt.cosine_decay_floor
+          decay = a + (1 - a) * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(frac, 1.0)))
 
         def tensor_step(p, g, m1, m2, v):
           v_hat = v / fix2

@@ -36,6 +36,7 @@ VARIANTS = {
     "selftrain_nominal_fast_rms_cpu.gin": "selftrain_nominal_mup16_cpu.gin",
     "selftrain_nominal_snr_cpu.gin": "selftrain_nominal_fast_rms_cpu.gin",
     "selftrain_nominal_cosine_cpu.gin": "selftrain_nominal_fast_rms_cpu.gin",
+    "selftrain_nominal_cosine_floor_cpu.gin": "selftrain_nominal_cosine_cpu.gin",
 }
 _ADAM_TWIN = ("PopulationTrainer.outer_opt = @Adam()", "Adam.learning_rate",
               "PBTConfig.enabled = False")

@@ -289,18 +289,28 @@ def test_snr_features_see_whether_gradients_agree_from_step_to_step():
   assert not np.allclose(step(theta, flips), step(blind, flips), rtol=1e-3)
 
 
-@pytest.mark.parametrize("num_steps,factor", [(2, 0.5), (4, 0.5 * (1 + np.cos(np.pi / 4))),
-                                              (1, 0.0)])
-def test_cosine_decay_scales_the_step_by_the_schedule(num_steps, factor):
-  """Step t of a run of num_steps is 0.5 * (1 + cos(pi t / num_steps)) times
-  the undecayed one (the first step here; 0 at the run's end)."""
+@pytest.mark.parametrize("num_steps,floor,schedule", [
+    (2, 0.0, 0.5), (4, 0.0, 0.5 * (1 + np.cos(np.pi / 4))), (1, 0.0, 0.0),
+    (1, 0.1, 0.0), (2, 0.25, 0.5)])
+def test_cosine_decay_scales_the_step_by_the_schedule(num_steps, floor, schedule):
+  """Step t of a run of num_steps is a + (1 - a) * 0.5 * (1 + cos(pi t /
+  num_steps)) times the undecayed one (the first step here; a, the floor, at
+  the run's end)."""
   loss, params = _problem()
   grad = jax.grad(loss)(params)
   steps = []
   for decay in (False, True):
-    lopt = NominalMLPLOpt(output_init_scale=5.0, cosine_decay=decay)
+    lopt = NominalMLPLOpt(output_init_scale=5.0, cosine_decay=decay,
+                          cosine_decay_floor=floor)
     opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(11)))
     new = opt.get_params(opt.update(opt.init(params, num_steps=num_steps), grad))
     steps.append(jax.tree_util.tree_map(lambda a, b: np.asarray(a - b), params, new))
+  factor = floor + (1 - floor) * schedule
   for plain, decayed in zip(*(jax.tree_util.tree_leaves(s) for s in steps)):
     np.testing.assert_allclose(decayed, factor * plain, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.5])
+def test_cosine_decay_floor_outside_0_1_is_an_error(floor):
+  with pytest.raises(ValueError, match="cosine_decay_floor must be in"):
+    NominalMLPLOpt(cosine_decay=True, cosine_decay_floor=floor)
