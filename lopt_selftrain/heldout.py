@@ -261,9 +261,15 @@ def plot(all_curves: dict[str, dict[str, np.ndarray]],
                {"lw": 1.5, "ls": "--", "color": "C3"} if label == best[name]
                else {"lw": 0.6, "alpha": 0.5})
       ax.plot(np.arange(len(curve)), curve, label=label, **style)
-    finite = np.concatenate([c[np.isfinite(c)] for c in task_curves.values()])
-    if finite.size and finite.min() > 0:
-      ax.set_yscale("log")
+    # Log scale: the ratios compare losses near 1e-7; exact zeros are not
+    # drawn. The top follows the learned and best-Adam curves, so a worse
+    # learning rate's blow-up does not flatten the panel.
+    ax.set_yscale("log", nonpositive="mask")
+    shown = np.concatenate([task_curves[k] for k in ("learned", best[name])
+                            if k in task_curves])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    if shown.size:
+      ax.set_ylim(top=2 * shown.max())
     ax.set_title(name, fontsize=9)
     ax.set_xlabel("step", fontsize=8)
   for ax in list(axes.flat)[n:]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-PRETRAINED: tuple[str, ...] = ("selftrained_nominal_cosine",
+PRETRAINED: tuple[str, ...] = ("selftrained_nominal_cosine_floor",
+                               "selftrained_nominal_cosine",
                                "selftrained_nominal_fast_rms",
                                "selftrained_nominal_mup16",
                                "selftrained_nominal_symmetric",
