@@ -298,6 +298,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
             lopt.beta1, lopt.beta2, lopt.slow_beta))
         decay = 1.0
         if lopt.cosine_decay:
+          # optax.cosine_decay_schedule's formula; optax needs decay_steps as
+          # a Python number, and num_steps here is state (traced).
           a = lopt.cosine_decay_floor
           decay = a + (1 - a) * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(frac, 1.0)))
 
