@@ -247,6 +247,19 @@ VALIDATION: tuple[HeldoutTask, ...] = (
                 lambda: mlp_task(data.mnist1d_datasets(batch_size=128),
                                  hidden=[192] * 4),
                 "4 x 192 ReLU MLP on MNIST-1D (mix: <= 64 wide, <= 3 deep)"),
+    # Added 2026-11-27 (seventh session): the 4 x 192 MNIST-1D net does not
+    # come near fitting its data in 1000 steps, and could not see that the
+    # floor weights' late steps make a deep, wide net jump once it has (0.575
+    # there, 48x on SUITE's 4 x 256 net). A 4 x 256 net on 840 generated
+    # examples does (7.7x; docs/heldout.md).
+    HeldoutTask("val_generated_deep_wide", 1000,
+                lambda: mlp_task(data.tabular_datasets(
+                    batch_size=128, num_samples=1500, num_features=64,
+                    num_classes=10, num_redundant=16, generation_seed=7,
+                    valid_fraction=0.15),
+                                 hidden=[256] * 4),
+                "4 x 256 ReLU MLP fitting 840 generated examples (mix: <= 64 "
+                "wide)"),
     HeldoutTask("val_quadratic30_cond1e3", 2000,
                 lambda: QuadraticTask(30, 1e3),
                 "dim 30, condition 1e3 (mix: no quadratics)"),
