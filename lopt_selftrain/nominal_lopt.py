@@ -169,9 +169,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       the last tenth of a run barely moves and small sets stay 3-4x behind
       tuned Adam; meta-trained with 0.1 (the shipped
       `selftrained_nominal_cosine_floor`) they are fitted further than
-      Adam fits them, but every self-trained member tried under the floor
-      ends 5-670x behind tuned Adam on a held-out 4 x 256 MLP on some draw
-      (docs/heldout.md).
+      Adam fits them, but every member meta-trained under the floor on the
+      mix's 1-3-layer nets ends 5-670x behind tuned Adam on a held-out 4 x
+      256 MLP on some draw; on 1-4-layer nets (the shipped
+      `selftrained_nominal_deep`) it trains that net (docs/heldout.md).
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,

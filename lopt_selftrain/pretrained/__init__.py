@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 
-PRETRAINED: tuple[str, ...] = ("selftrained_nominal_cosine_floor",
+PRETRAINED: tuple[str, ...] = ("selftrained_nominal_deep",
                                "selftrained_nominal_cosine",
+                               "selftrained_nominal_cosine_floor",
                                "selftrained_nominal_fast_rms",
                                "selftrained_nominal_mup16",
                                "selftrained_nominal_symmetric",
