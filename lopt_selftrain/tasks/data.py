@@ -183,7 +183,8 @@ def tabular_datasets(batch_size: int = 32, seed: int = 0,
   """A small generated tabular classification set, as lo `Datasets`.
 
   scikit-learn's `make_classification` (half the features informative,
-  `num_redundant` linear mixes of them), standardised with training statistics. Why: tuned Adam memorises the
+  `num_redundant` linear mixes of them), standardised with training
+  statistics. Why: tuned Adam memorises the
   held-out suite's small tabular sets to ~1e-7 training loss, a regime
   MNIST-1D (5000 examples) never reaches within a meta-training horizon; a
   few hundred generated examples reach it without touching any held-out

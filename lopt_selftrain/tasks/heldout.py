@@ -253,11 +253,12 @@ VALIDATION: tuple[HeldoutTask, ...] = (
     # there, 48x on SUITE's 4 x 256 net). A 4 x 256 net on 840 generated
     # examples does (7.7x; docs/heldout.md).
     HeldoutTask("val_generated_deep_wide", 1000,
-                lambda: mlp_task(data.tabular_datasets(
-                    batch_size=128, num_samples=1500, num_features=64,
-                    num_classes=10, num_redundant=16, generation_seed=7,
-                    valid_fraction=0.15),
-                                 hidden=[256] * 4),
+                lambda: mlp_task(
+                    data.tabular_datasets(
+                        batch_size=128, num_samples=1500, num_features=64,
+                        num_classes=10, num_redundant=16, generation_seed=7,
+                        valid_fraction=0.15),
+                    hidden=[256] * 4),
                 "4 x 256 ReLU MLP fitting 840 generated examples (mix: <= 64 "
                 "wide)"),
     HeldoutTask("val_quadratic30_cond1e3", 2000,
