@@ -7,7 +7,8 @@ Trains the held-out task (`lopt_selftrain.tasks.heldout.SUITE`) with the
 optimizer (a shipped name or an exported file) and prints, every 50 steps,
 the minibatch loss, the cosine between the update and the weights (> 0: the
 step grows them), the cosine between the update and the negative gradient,
-and the norm of each weight matrix. docs/heldout.md uses it to show why the
+and the norm of each weight matrix. docs/heldout_history.md ("Choosing on a
+validation suite; why the wide network blows up") uses it to show why the
 4 x 256 digits MLP dies.
 """
 

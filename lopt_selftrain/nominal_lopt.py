@@ -3,9 +3,9 @@
 lo's per-parameter MLP optimizers (`MLPLOpt` and kin) output the whole step, so
 a randomly initialised one takes tiny random steps and self-training has to
 discover descent, step size and schedule from nothing; the ones we trained stop
-at 1e-3..1e-2 training loss where tuned Adam reaches 1e-7 (docs/heldout.md).
-Here, as in lo's `MLPNomLOpt` (HEAD only) and Celo/VeLO, the MLP *modulates* a
-nominal Adam step instead:
+at 1e-3..1e-2 training loss where tuned Adam reaches 1e-7
+(docs/heldout_history.md). Here, as in lo's `MLPNomLOpt` (HEAD only) and
+Celo/VeLO, the MLP *modulates* a nominal Adam step instead:
 
     step = exp(log_lr + R * tanh(n / R)) * (adam_direction + tanh(d) * s)
 
@@ -100,12 +100,12 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       RMS, Adam's are ~lr per weight), so at scale 1 the base rate moves
       by at most ~1e-3 in log per meta step and is in effect frozen; at 30
       self-training moved it from 1e-2 to 2-4.5e-2 in 50 meta steps, without
-      a better meta-loss (docs/heldout.md).
+      a better meta-loss (docs/heldout_history.md).
     direction_correction: whether the MLP also adds the bounded direction
       `tanh(d)` to Adam's. False: it only rescales Adam's step per parameter
       (the MLP has one output), so every step points where Adam's does; the
       additive term is a suspect for the learned optimizers' 1e-4 floor on
-      quadratics that Adam drives to 1e-23 (docs/heldout.md).
+      quadratics that Adam drives to 1e-23 (docs/heldout_history.md).
     relative_correction: scale `tanh(d)` by the RMS over the tensor of Adam's
       direction. The MLP sees per-tensor normalised features only, so a
       unit-scale correction keeps its size however small Adam's steps get;
@@ -117,8 +117,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       0.3-0.5 with the parameters on a 4 x 256 MLP): on small separable sets
       that scales the logits and the loss falls fast; on a deep wide net the
       weight norms grow 10x in 1000 steps and training falls apart
-      (docs/heldout.md). Without it, a step can only follow the gradients'
-      statistics.
+      (docs/heldout_history.md). Without it, a step can only follow the
+      gradients' statistics.
     sign_symmetric: make the step odd in the per-parameter features, as SGD's
       and Adam's are in the gradient: the MLP runs on the features and on
       them with the odd ones (all but 1/sqrt(v)) negated; the step-size
@@ -127,13 +127,14 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       dead or converged network) the correction then averages to zero;
       without this the learned
       correction's bias made every weight drift, cosine 0.8-0.9 with the
-      weights once the 4 x 256 digits MLP had died (docs/heldout.md).
+      weights once the 4 x 256 digits MLP had died (docs/heldout_history.md).
     tangential_correction: remove from the correction its component along
       the parameter tensor, so it can turn a tensor but not grow or shrink
       its norm (to first order in the step). Even sign-symmetric, the
       shipped optimizers' steps kept a cosine of 0.08-0.18 with the weights
       and grew a 4 x 256 MLP's weight norms 4x in 600 steps until it died
-      (docs/heldout.md); a norm then changes only through Adam's direction.
+      (docs/heldout_history.md); a norm then changes only through Adam's
+      direction.
     reference_fan_in: None, or a fan-in from which on a tensor with fan-in
       n takes steps `reference_fan_in / n` times as large (muP's rule for
       Adam: per-weight steps shrink as 1 / fan-in so that a layer's output
@@ -143,7 +144,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       3e-2 kills it, while the small nets of the mix want 1e-1. At the
       mix's widest fan-in (64) only wider nets change; at 16 the rule acts
       inside meta-training too, which learns its rates under it (the
-      shipped `selftrained_nominal_mup16`; docs/heldout.md).
+      shipped `selftrained_nominal_mup16`; docs/heldout_history.md).
     snr_features: whether the MLP also sees, per tensor, the log RMS of
       Adam's direction m / sqrt(v) and of its slow-momentum twin. Its
       per-parameter features are normalised over the tensor, which hides
@@ -151,8 +152,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       mostly minibatch noise (about sqrt((1 - beta) / (1 + beta)): 0.23 for
       the fast momentum, 0.07 for the slow). Tuned Adam takes 10-30x smaller
       steps on memorising deep, wide nets than on the mix's small ones
-      (docs/heldout.md); with this signal the MLP could learn to step less
-      where the gradients are mostly noise. Meta-trained with it (2 seeds),
+      (docs/heldout_history.md); with this signal the MLP could learn to step
+      less where the gradients are mostly noise. Meta-trained with it (2 seeds),
       it did not: 9.6-21x tuned Adam on the validation suite's 4 x 192 MLP,
       as without.
     cosine_decay: multiply every step by 0.5 * (1 + cos(pi * t / num_steps))
@@ -163,7 +164,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       at 0.0032). Meta-trained under it (the shipped
       `selftrained_nominal_cosine`) they train those nets without spikes
       but lose some of the large late steps that fit small sets to zero
-      (docs/heldout.md).
+      (docs/heldout_history.md).
     cosine_decay_floor: with `cosine_decay`, the factor the decay ends at
       (optax's `alpha`): a + (1 - a) * 0.5 * (1 + cos(...)). Decayed to 0,
       the last tenth of a run barely moves and small sets stay 3-4x behind
@@ -172,7 +173,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       Adam fits them, but every member meta-trained under the floor on the
       mix's 1-3-layer nets ends 5-670x behind tuned Adam on a held-out 4 x
       256 MLP on some draw; on 1-4-layer nets (the shipped
-      `selftrained_nominal_deep`) it trains that net (docs/heldout.md).
+      `selftrained_nominal_deep`) it trains that net (docs/heldout.md;
+      earlier: docs/heldout_history.md).
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,

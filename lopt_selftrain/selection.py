@@ -2,11 +2,11 @@
 
 A run's meta-loss ranks members on the meta-training distribution, and
 ranked three seeds of one config in the wrong order on the held-out suite
-(docs/heldout.md). The held-out suite (`tasks.heldout.SUITE`) is the test set
-and must not choose. `tasks.heldout.VALIDATION` is a second suite built the
-same way on generated data and MNIST-1D (wider and deeper nets, tiny sets,
-long runs, a 1-D convnet, a quadratic), none of it in the held-out suite:
-every member of every given run trains each validation task (members
+(docs/heldout_history.md). The held-out suite (`tasks.heldout.SUITE`) is the
+test set and must not choose. `tasks.heldout.VALIDATION` is a second suite
+built the same way on generated data and MNIST-1D (wider and deeper nets,
+tiny sets, long runs, a 1-D convnet, a quadratic), none of it in the held-out
+suite: every member of every given run trains each validation task (members
 vmapped, one compile per run and task) next to Adam at each learning rate of
 a grid, from the same init on the same batches. The ranking follows the
 issue's targets (<= 2x tuned Adam's final training loss on every task, <= 1x
@@ -14,7 +14,7 @@ on half): the fewest validation tasks beyond 2x wins, then the lowest median
 ratio, then the lowest geometric mean. (Until 2026-11-27's fifth session the
 median came first; with the deep, wide validation task, members of nearly
 the same median differed in how many tasks they missed 2x on;
-docs/heldout.md.)
+docs/heldout_history.md.)
 """
 
 from __future__ import annotations

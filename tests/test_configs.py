@@ -67,7 +67,7 @@ SMALL_PAPER = [
 # adds over the demo's: a 1-D convnet, lo's reparameterised MLP, an
 # ill-conditioned noisy quadratic. Architecture, estimator, truncation schedule,
 # meta-objectives and PBT are as configured; every family of the mix is built
-# by test_mixture.py and trained for real in docs/heldout.md's runs.
+# by test_mixture.py and trained for real in docs/heldout_history.md's runs.
 SMALL_MEMBERS = ["PopulationTrainer.population_size = 2",
                  "EstimatorConfig.num_tasks = 2"]
 SMALL_BROAD = SMALL_MEMBERS + [

@@ -24,7 +24,8 @@ def test_shipped_optimizer_has_provenance_and_trains(name):
     assert key in provenance, key
   # A least-squares problem it never saw: within the held-out suite's shortest
   # horizon (1000 steps) the loss must fall 10x. (At 200 steps the broad-mix
-  # optimizer has only reached 0.58x: it takes small steps; docs/heldout.md.)
+  # optimizer has only reached 0.58x: it takes small steps;
+  # docs/heldout_history.md.)
   x = jax.random.normal(jax.random.PRNGKey(0), (64, 8))
   y = x @ jnp.arange(1.0, 9.0)
 
