@@ -86,6 +86,10 @@ SMALL_TABULAR = SMALL_MEMBERS + [
 SMALL_GENERATED = SMALL_MEMBERS + [
     "TaskMixture.families = [@tabgen/GeneratedTabularFamily()]",
     "TaskMixture.weights = [1.0]", "TaskMixture.names = ['tabular_generated']"]
+# The conv config adds 1-D convnets to the generated mix: it runs that family.
+SMALL_GENERATED_CONV = SMALL_MEMBERS + [
+    "TaskMixture.families = [@gen_conv/MaskedConv1DFamily()]",
+    "TaskMixture.weights = [1.0]", "TaskMixture.names = ['mnist1d_conv']"]
 
 
 def _own_lines(path):
@@ -111,6 +115,7 @@ def _shrunk(path):
   return SMALL_EVAL + (
       SMALL_PAPER if "paper" in name else SMALL_BROAD if "broad" in name else
       SMALL_TABULAR if "tabular" in name else
+      SMALL_GENERATED_CONV if name == "selftrain_nominal_conv_cpu.gin" else
       SMALL_GENERATED if _includes(path, "gin_configs/tasks/mix_generated.gin")
       else [])
 
