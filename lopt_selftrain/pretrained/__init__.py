@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-PRETRAINED: tuple[str, ...] = ("selftrained_nominal_deep",
+PRETRAINED: tuple[str, ...] = ("selftrained_nominal_conv",
+                               "selftrained_nominal_deep",
                                "selftrained_nominal_cosine",
                                "selftrained_nominal_cosine_floor",
                                "selftrained_nominal_fast_rms",
