@@ -172,9 +172,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       `selftrained_nominal_cosine_floor`) they are fitted further than
       Adam fits them, but every member meta-trained under the floor on the
       mix's 1-3-layer nets ends 5-670x behind tuned Adam on a held-out 4 x
-      256 MLP on some draw; on 1-4-layer nets (the shipped
-      `selftrained_nominal_deep`) it trains that net (docs/heldout.md;
-      earlier: docs/heldout_history.md).
+      256 MLP on some draw; on 1-4-layer nets (`selftrained_nominal_deep`)
+      it trains that net on the three draws tried, with 1-D convnets added
+      (`selftrained_nominal_conv`) on two of three (docs/heldout.md,
+      docs/heldout_history.md).
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,

@@ -252,7 +252,7 @@ VALIDATION: tuple[HeldoutTask, ...] = (
     # come near fitting its data in 1000 steps, and could not see that the
     # floor weights' late steps make a deep, wide net jump once it has (0.575
     # there, 48x on SUITE's 4 x 256 net). A 4 x 256 net on 840 generated
-    # examples does (7.7x; docs/heldout.md).
+    # examples does (7.7x; docs/heldout_history.md).
     HeldoutTask("val_generated_deep_wide", 1000,
                 lambda: mlp_task(
                     data.tabular_datasets(
