@@ -23,13 +23,7 @@ if (($#)) && [[ $1 != -* ]]; then
   shift
 fi
 if [[ ${LOPT_GPU_TINY:-0} == 1 ]]; then set -- --tiny "$@"; fi
-python=${PYTHON:-python3}
-if [[ -x .venv/bin/python && -z ${PYTHON:-} ]]; then python=.venv/bin/python; fi
-if ! "$python" -c 'import learned_optimization' 2>/dev/null && [[ -d .whl ]]; then
-  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --upgrade --target /tmp/lopt_site .whl/*.whl
-  export PYTHONPATH=/tmp/lopt_site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=.:${PYTHONPATH:-} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+# shellcheck source=launch/gpu_env.sh
+source launch/gpu_env.sh
 exec "$python" launch/no_tensorflow.py lopt_selftrain.apps.gpu_run \
   --out_dir="$out" --seconds="$seconds" --start_time="$start_time" "$@"

@@ -33,6 +33,7 @@ import importlib
 import inspect
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -306,7 +307,7 @@ def load_optax(path: str, num_steps: int | None = None
 
 
 class Population(NamedTuple):
-  """Every member of a run's latest checkpoint, ready to export or evaluate."""
+  """Every member of one checkpoint of a run, ready to export or evaluate."""
   run_dir: str
   learned_opt: lopt_base.LearnedOptimizer
   spec: LearnedOptSpec
@@ -315,6 +316,8 @@ class Population(NamedTuple):
   meta_loss: np.ndarray  # [members]
   lineage_events: list[dict[str, Any]]
   outer_optimizer: str
+  # Read back from member files (`read_population`): each member's own.
+  provenances: list[dict[str, Any]] | None = None
 
   def best_member(self) -> int:
     """Index of the lowest finite meta-loss; ExportError if none is finite."""
@@ -325,42 +328,78 @@ class Population(NamedTuple):
                                      self.meta_loss, np.inf)))
 
 
-def load_population(run_dir: str) -> Population:
-  """Reads the latest checkpoint of a training run.
+MEMBER_FILE = "member_{:03d}.lopt"  # `export_population`'s file names
 
-  Rebuilds the run's trainer from its operative_config.gin (or the config it
-  was resumed under, see `run_dir`), which replaces the global gin config of
-  this process.
+
+def _member_files(directory: str) -> list[str]:
+  """The member files of a directory `export_population` wrote ([] if none)."""
+  if not files.isdir(directory):
+    return []
+  return sorted(f"{directory}/{name}" for name in files.listdir(directory)
+                if re.fullmatch(r"member_\d{3}\.lopt", name))
+
+
+def load_populations(run_dir: str, steps: Sequence[int] | None = None
+                     ) -> list[Population]:
+  """Populations of a training run at checkpoint `steps` (None: the latest
+  intact one), or the one population of a directory of member files
+  (`export_population`), which needs no checkpoint.
+
+  Rebuilds the run's trainer once from its operative_config.gin (or the config
+  it was resumed under, see `run_dir`), which replaces the global gin config
+  of this process.
   """
   run_dir = run_dir.rstrip("/")
-  gin_path = f"{run_dir}/{config.OPERATIVE_CONFIG}"
   if not files.isdir(run_dir):
     raise ExportError(f"run dir {run_dir} does not exist")
+  if _member_files(run_dir):
+    if steps:
+      raise ExportError(f"{run_dir} holds exported members of one step; "
+                        "it has no checkpoints to pick steps from")
+    return [read_population(run_dir)]
+  gin_path = f"{run_dir}/{config.OPERATIVE_CONFIG}"
   if not files.exists(gin_path):
     raise ExportError(f"{run_dir} has no {config.OPERATIVE_CONFIG}; is it a "
                       "--train_log_dir of lopt_selftrain.apps.train?")
   ckpt_dir = f"{run_dir}/checkpoints"
-  steps = checkpoint.list_steps(ckpt_dir)
-  if not steps:  # Fail before the costly rebuild.
+  saved = checkpoint.list_steps(ckpt_dir)
+  if not saved:  # Fail before the costly rebuild.
     raise ExportError(f"{ckpt_dir} holds no checkpoint")
+  missing = sorted(set(steps or ()) - set(saved))
+  if missing:
+    raise ExportError(f"{ckpt_dir} has no checkpoint of step(s) {missing}; "
+                      f"it has {saved}")
   # A run resumed under a changed config saved that config in another file.
   gin.clear_config()
-  config.parse([], [saved_config(run_dir, steps[-1])[1]])
+  config.parse([], [saved_config(run_dir, max(steps or saved))[1]])
   trainer = PopulationTrainer()
-  found = checkpoint.restore_latest(ckpt_dir,
-                                    rounds.checkpoint_target(trainer.init()))
-  if found is None:
-    raise ExportError(f"{ckpt_dir} holds no intact checkpoint")
-  step, tree, meta = found
-  state = tree["population"]
+  target = rounds.checkpoint_target(trainer.init())
+  if steps:
+    try:
+      found = [(s, *checkpoint.restore(ckpt_dir, s, target)) for s in steps]
+    except files.CorruptFileError as e:
+      raise ExportError(str(e)) from e
+  else:
+    latest = checkpoint.restore_latest(ckpt_dir, target)
+    if latest is None:
+      raise ExportError(f"{ckpt_dir} holds no intact checkpoint")
+    found = [latest]
   with files.open(gin_path) as f:
     spec = spec_from_operative_config(trainer.learned_opt, f.read())
-  return Population(
+  return [Population(
       run_dir=run_dir, learned_opt=trainer.learned_opt, spec=spec,
-      thetas=jax.tree_util.tree_map(np.asarray, trainer.thetas(state)),
-      step=step, meta_loss=np.asarray(state.meta_loss, np.float64),
+      thetas=jax.tree_util.tree_map(np.asarray,
+                                    trainer.thetas(tree["population"])),
+      step=step, meta_loss=np.asarray(tree["population"].meta_loss, np.float64),
       lineage_events=list(meta["lineage"]),
       outer_optimizer=trainer.outer_optimizer_name)
+          for step, tree, meta in found]
+
+
+def load_population(run_dir: str) -> Population:
+  """The latest intact checkpoint of a run, or a directory of member files
+  (see `load_populations`)."""
+  return load_populations(run_dir)[0]
 
 
 def export_member(population: Population, member: int, out: str,
@@ -371,19 +410,59 @@ def export_member(population: Population, member: int, out: str,
     raise ExportError(f"--member={member} is out of range: the population has "
                       f"{size} members (0..{size - 1})")
   theta = jax.tree_util.tree_map(lambda x: x[member], population.thetas)
-  provenance = {
-      "run_dir": population.run_dir,
-      "step": population.step,
-      "member": member,
-      "population_size": size,
-      "meta_loss": float(population.meta_loss[member]),
-      "population_meta_loss": [float(x) for x in population.meta_loss],
-      "lineage": member_lineage(population.lineage_events, member),
-      "outer_optimizer": population.outer_optimizer,
-      **extra,
-  }
+  if population.provenances is not None:  # Where it came from is kept.
+    provenance = {**population.provenances[member], **extra}
+  else:
+    provenance = {
+        "run_dir": population.run_dir,
+        "step": population.step,
+        "member": member,
+        "population_size": size,
+        "meta_loss": float(population.meta_loss[member]),
+        "population_meta_loss": [float(x) for x in population.meta_loss],
+        "lineage": member_lineage(population.lineage_events, member),
+        "outer_optimizer": population.outer_optimizer,
+        **extra,
+    }
   write(out, population.spec, theta, provenance)
   return provenance
+
+
+def export_population(population: Population, out_dir: str) -> list[str]:
+  """Writes every member to `out_dir`/member_<m>.lopt; returns the paths.
+
+  Kilobytes where a checkpoint holds the whole unroll state (71 MB for
+  `selftrain_nominal_conv_cpu.gin`): what to bring back from a machine that
+  trained, to choose among the members elsewhere (`apps.select` reads the
+  directory like a run dir).
+  """
+  paths = [f"{out_dir.rstrip('/')}/{MEMBER_FILE.format(m)}"
+           for m in range(len(population.meta_loss))]
+  for m, path in enumerate(paths):
+    export_member(population, m, path)
+  return paths
+
+
+def read_population(directory: str) -> Population:
+  """The population `export_population` wrote to `directory`."""
+  members = [read(path) for path in _member_files(directory)]
+  if not members:
+    raise ExportError(f"{directory} holds no member_<m>.lopt files")
+  first = members[0]
+  if any(m.spec != first.spec for m in members):
+    raise ExportError(f"{directory}: the member files hold different learned "
+                      "optimizers")
+  provenances = [m.provenance for m in members]
+  return Population(
+      run_dir=directory.rstrip("/"), learned_opt=first.learned_opt,
+      spec=first.spec,
+      thetas=jax.tree_util.tree_map(lambda *x: np.stack(x),
+                                    *[m.theta for m in members]),
+      step=int(first.provenance.get("step", -1)),
+      meta_loss=np.array([p.get("meta_loss", np.nan) for p in provenances],
+                         np.float64),
+      lineage_events=[], outer_optimizer=str(first.provenance.get(
+          "outer_optimizer", "unknown")), provenances=provenances)
 
 
 def export_run(run_dir: str, out: str, member: int | None = None

@@ -17,7 +17,7 @@ from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.learned_optimizers import mlp_lopt
 from test_architectures import ARCHITECTURES, class_path, skip_unless_available
 
-from lopt_selftrain import config, export, heldout, training
+from lopt_selftrain import checkpoint, config, export, heldout, training
 from lopt_selftrain.apps import evaluate as evaluate_app
 from lopt_selftrain.apps import export as export_app
 from lopt_selftrain.population import PopulationTrainer
@@ -278,6 +278,43 @@ def test_export_app(tiny_run, tmp_path, capsys):
   code, err = _run_app(export_app.cli, capsys, str(tmp_path / "empty"), out, None)
   assert code == 2 and err.endswith("holds no checkpoint")
   assert not os.path.exists(out)
+  gin.clear_config()
+
+
+def test_export_app_writes_every_member_of_every_step(tiny_run, tmp_path,
+                                                     capsys):
+  """--all_members: kilobyte member files per checkpoint step that read back
+  as the run's population (thetas, meta-losses, provenance)."""
+  log_dir, meta_loss, thetas = tiny_run
+  saved = checkpoint.list_steps(f"{log_dir}/checkpoints")
+  assert len(saved) >= 2
+  out = str(tmp_path / "members")
+  export_app.cli(log_dir, out, None, True, ["all"])
+  assert capsys.readouterr().out == (
+      f"exported 2 members of step(s) {', '.join(map(str, saved))} to {out}\n")
+  for step in saved:
+    population = export.load_population(f"{out}/step_{step:09d}")
+    assert population.step == step and len(population.meta_loss) == 2
+    assert [p["member"] for p in population.provenances] == [0, 1]
+    assert all(p["run_dir"] == log_dir for p in population.provenances)
+  last = export.read_population(f"{out}/step_{saved[-1]:09d}")
+  np.testing.assert_array_equal(last.meta_loss, meta_loss)
+  _assert_trees_close(last.thetas, thetas, rtol=0, atol=0)
+  first = export.load_populations(log_dir, [saved[0]])[0]
+  _assert_trees_close(export.read_population(f"{out}/step_{saved[0]:09d}").thetas,
+                      first.thetas, rtol=0, atol=0)
+  # Errors: one line, exit status 2.
+  for args, message in [
+      ((None, True, ["7"]), f"has no checkpoint of step(s) [7]; it has {saved}"),
+      ((None, True, ["x"]), "--steps must be 'all' or whole numbers, got x"),
+      ((None, False, ["all"]), "--steps needs --all_members"),
+      ((0, True, []), "--member and --all_members exclude each other")]:
+    code, err = _run_app(export_app.cli, capsys, log_dir,
+                         str(tmp_path / "x"), *args)
+    assert code == 2 and err.startswith("error:") and err.endswith(message)
+  code, err = _run_app(export_app.cli, capsys, f"{out}/step_{saved[0]:09d}",
+                       str(tmp_path / "x"), None, True, ["0"])
+  assert code == 2 and "exported members of one step" in err
   gin.clear_config()
 
 

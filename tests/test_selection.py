@@ -102,6 +102,23 @@ def test_select_app_exports_the_chosen_member(tiny_run, tmp_path, capsys):
   assert f"exported member {member}" in capsys.readouterr().out
 
 
+def test_select_app_reads_exported_members(tiny_run, tmp_path, capsys):
+  """A directory of member files (apps.export --all_members) is chosen from
+  like its run; the chosen file keeps the run's provenance."""
+  log_dir, _, _ = tiny_run
+  members = str(tmp_path / "members")
+  export.export_population(export.load_population(log_dir), members)
+  out = tmp_path / "best.lopt"
+  select.cli([log_dir, members], str(out), str(tmp_path / "val"),
+             ["val_quadratic30_cond1e3"], 0.05, 0, ["1e-2"])
+  ratios = json.loads((tmp_path / "val" / "validation.json").read_text()
+                      )["tasks"][0]["ratios"]
+  assert ratios[0] == ratios[1]  # The same members, the same batches.
+  provenance = export.read(str(out)).provenance
+  assert provenance["run_dir"] == log_dir and "selected_by" in provenance
+  capsys.readouterr()
+
+
 def test_select_app_without_a_run_is_a_one_line_error(tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
     select.cli([], str(tmp_path / "x.lopt"), str(tmp_path))
