@@ -19,6 +19,7 @@ docs/heldout_history.md.)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,23 +65,29 @@ def _distinct(thetas: Any) -> tuple[list[int], list[int]]:
 
 def validation_records(populations: Sequence[export.Population],
                        specs: Sequence[HeldoutTask], steps_scale: float = 1.0,
-                       seed: int = 0,
+                       seeds: Sequence[int] = (0,),
                        adam_lrs: Sequence[float] = heldout.ADAM_LRS
                        ) -> list[dict[str, Any]]:
-  """Per task: tuned Adam's final loss and every member's ratio to it.
+  """Per task and draw: tuned Adam's final loss and every member's ratio to it.
+
+  Each seed in `seeds` is a draw (the init and per-step keys); every draw of a
+  task is one record and counts like a task of its own in `scores`, so a late
+  jump that lands badly on one draw weighs less than on every draw.
 
   Returns:
-    One record per task: `task`, `steps`, `adam_final`, `adam_best_lr` and
-    `ratios`, a list per population of [members] learned_final / adam_final
-    (inf where a member diverged).
+    One record per task and seed: `task`, `seed`, `steps`, `adam_final`,
+    `adam_best_lr` (Adam tuned on that draw) and `ratios`, a list per
+    population of [members] learned_final / adam_final (inf where a member
+    diverged).
   """
-  if steps_scale <= 0 or not adam_lrs or not specs or not populations:
-    raise ValueError(f"need steps_scale > 0, an Adam lr, a task and a run, got "
-                     f"{steps_scale}, {list(adam_lrs)}, {len(specs)} tasks, "
-                     f"{len(populations)} runs")
+  if (steps_scale <= 0 or not adam_lrs or not specs or not populations
+      or not seeds):
+    raise ValueError(f"need steps_scale > 0, an Adam lr, a task, a run and a "
+                     f"seed, got {steps_scale}, {list(adam_lrs)}, {len(specs)} "
+                     f"tasks, {len(populations)} runs, seeds {list(seeds)}")
   adam, adam_thetas = heldout.adam_thetas(adam_lrs)
   records = []
-  for spec in specs:
+  for spec, seed in itertools.product(specs, seeds):
     steps = max(1, round(spec.steps * steps_scale))
     family = tasks_base.single_task_to_family(spec.build(), name=spec.name)
     batches = evaluation.eval_batches(family, 1, steps)  # Drawn once: shared.
@@ -93,9 +100,9 @@ def validation_records(populations: Sequence[export.Population],
       thetas = jax.tree_util.tree_map(lambda x, i=index: x[i], p.thetas)
       finals = _finals(p.learned_opt, thetas, family, batches, steps, seed)
       ratios.append((finals[inverse] / adam_finals[best]).tolist())
-    logging.info("validation %s: best member ratio %.3g", spec.name,
-                 min(min(r) for r in ratios))
-    records.append({"task": spec.name, "steps": steps,
+    logging.info("validation %s (seed %d): best member ratio %.3g", spec.name,
+                 seed, min(min(r) for r in ratios))
+    records.append({"task": spec.name, "seed": seed, "steps": steps,
                     "adam_final": float(adam_finals[best]),
                     "adam_best_lr": float(adam_lrs[best]), "ratios": ratios})
   return records
@@ -123,11 +130,19 @@ def choose(records: Sequence[dict[str, Any]]) -> tuple[int, int]:
   return population, member
 
 
+def record_name(record: dict[str, Any], records: Sequence[dict[str, Any]]
+                ) -> str:
+  """The task's name, with its seed where the records hold several draws."""
+  if len({r.get("seed", 0) for r in records}) == 1:
+    return record["task"]
+  return f"{record['task']} s{record['seed']}"
+
+
 def markdown(populations: Sequence[export.Population],
              records: Sequence[dict[str, Any]], chosen: tuple[int, int]) -> str:
   """One row per member: meta-loss, ratio per validation task, the scores."""
   lines = ["| run | member | meta-loss | "
-           + " | ".join(r["task"] for r in records)
+           + " | ".join(record_name(r, records) for r in records)
            + f" | beyond {WITHIN:g}x | median | geo. mean |",
            "| --- | ---: | ---: | " + "---: | " * (len(records) + 3)]
   for i, (population, score) in enumerate(zip(populations, scores(records))):
@@ -138,7 +153,7 @@ def markdown(populations: Sequence[export.Population],
                    f"{population.meta_loss[m]:.3f} | " + " | ".join(cells)
                    + f" | {mark}{misses:g}{mark} | {mark}{median:.3g}{mark} "
                    f"| {geo:.3g} |")
-  adam = ", ".join(f"{r['task']} {r['adam_final']:.3g} (lr {r['adam_best_lr']:g})"
-                   for r in records)
+  adam = ", ".join(f"{record_name(r, records)} {r['adam_final']:.3g} "
+                   f"(lr {r['adam_best_lr']:g})" for r in records)
   return "\n".join(lines) + f"\n\nTuned Adam's final training loss: {adam}.\n"
 

@@ -86,7 +86,7 @@ def test_select_app_exports_the_chosen_member(tiny_run, tmp_path, capsys):
   log_dir, _, thetas = tiny_run
   out, out_dir = tmp_path / "best.lopt", tmp_path / "val"
   select.cli([log_dir], str(out), str(out_dir), ["val_quadratic30_cond1e3"],
-             0.05, 0, ["1e-2"])
+             0.05, [0], ["1e-2"])
   report = json.loads((out_dir / "validation.json").read_text())
   assert report["runs"] == [log_dir]
   member = report["chosen"]["member"]
@@ -110,7 +110,7 @@ def test_select_app_reads_exported_members(tiny_run, tmp_path, capsys):
   export.export_population(export.load_population(log_dir), members)
   out = tmp_path / "best.lopt"
   select.cli([log_dir, members], str(out), str(tmp_path / "val"),
-             ["val_quadratic30_cond1e3"], 0.05, 0, ["1e-2"])
+             ["val_quadratic30_cond1e3"], 0.05, [0], ["1e-2"])
   ratios = json.loads((tmp_path / "val" / "validation.json").read_text()
                       )["tasks"][0]["ratios"]
   assert ratios[0] == ratios[1]  # The same members, the same batches.
@@ -153,6 +153,21 @@ def test_duplicate_members_are_trained_once_and_scored_alike():
   ratios = selection.validation_records([population], specs, 0.02,
                                         adam_lrs=[3e-2])[0]["ratios"][0]
   assert ratios[0] == ratios[2] == pytest.approx(1.0) and ratios[1] > 1.0
+
+
+def test_each_draw_is_a_record_of_its_own():
+  """Two seeds: a record per task and draw (other inits, so other Adam
+  finals), each counted by the scores and named by its seed in the table."""
+  population = _adam_population([1e-6, 3e-2])
+  specs = heldout_tasks.suite_tasks(["val_quadratic30_cond1e3"], suite="validation")
+  records = selection.validation_records([population], specs, 0.02,
+                                         seeds=[0, 1], adam_lrs=[3e-2])
+  assert [(r["task"], r["seed"]) for r in records] == [
+      ("val_quadratic30_cond1e3", 0), ("val_quadratic30_cond1e3", 1)]
+  assert records[0]["adam_final"] != records[1]["adam_final"]
+  assert [s[0] for s in selection.scores(records)[0]] == [2, 0]
+  assert ("val_quadratic30_cond1e3 s0 | val_quadratic30_cond1e3 s1"
+          in selection.markdown([population], records, (0, 1)))
 
 
 def test_a_run_converged_to_zero_still_ranks():
