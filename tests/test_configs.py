@@ -90,6 +90,11 @@ SMALL_GENERATED = SMALL_MEMBERS + [
 SMALL_GENERATED_CONV = SMALL_MEMBERS + [
     "TaskMixture.families = [@gen_conv/MaskedConv1DFamily()]",
     "TaskMixture.weights = [1.0]", "TaskMixture.names = ['mnist1d_conv']"]
+# The gate config adds noise-free quadratics (its gated NominalMLPLOpt runs on
+# any family): it runs that family.
+SMALL_GENERATED_GATE = SMALL_MEMBERS + [
+    "TaskMixture.families = [@gate_quad/ConditionedQuadraticFamily()]",
+    "TaskMixture.weights = [1.0]", "TaskMixture.names = ['quadratic20']"]
 
 
 def _own_lines(path):
@@ -116,6 +121,7 @@ def _shrunk(path):
       SMALL_PAPER if "paper" in name else SMALL_BROAD if "broad" in name else
       SMALL_TABULAR if "tabular" in name else
       SMALL_GENERATED_CONV if name == "selftrain_nominal_conv_cpu.gin" else
+      SMALL_GENERATED_GATE if name == "selftrain_nominal_gate_cpu.gin" else
       SMALL_GENERATED if _includes(path, "gin_configs/tasks/mix_generated.gin")
       else [])
 

@@ -133,6 +133,43 @@ def test_without_direction_correction_steps_are_scaled_adam_steps():
     assert np.all(factor <= np.exp(np.log(1e-2) + 1.0) * (1 + 1e-4))
 
 
+@pytest.mark.parametrize("gate_logit,b2", [(-50.0, 0.99), (50.0, 0.999)])
+def test_gate_picks_adam_at_beta2_or_long_beta2(gate_logit, b2):
+  """With the step-size and correction outputs at zero and the gate shut
+  (open), the learned optimizer is optax.adam at beta2 (long_beta2)."""
+  lopt = NominalMLPLOpt(initial_lr=3e-2, output_init_scale=0.0, beta2=0.99,
+                        long_beta2=0.999)
+  theta = lopt.init(jax.random.PRNGKey(0))
+  last = f"b{lopt.hidden_layers}"
+  assert theta[last].shape == (3,)
+  theta[last] = theta[last].at[2].set(gate_logit)
+  loss, params = _problem()
+  opt = lopt.opt_fn(theta)
+  state, _ = _run(lambda s, g, v: opt.update(s, g, loss=v),
+                  opt.init(params, num_steps=200), loss, opt.get_params, 200)
+  adam = optax.adam(3e-2, b2=b2)
+
+  def adam_update(s, g, v):
+    p, a = s
+    u, a = adam.update(g, a)
+    return optax.apply_updates(p, u), a
+
+  (expected, _), _ = _run(adam_update, (params, adam.init(params)), loss,
+                          lambda s: s[0], 200)
+  for x, y in zip(jax.tree_util.tree_leaves(opt.get_params(state)),
+                  jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"long_beta2": 1.0}, "long_beta2 must be in"),
+    ({"long_beta2": 0.999, "relative_correction": True}, "exclude each other"),
+    ({"long_beta2": 0.999, "direction_correction": False}, "long_beta2 needs")])
+def test_long_beta2_misuse_is_an_error(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    NominalMLPLOpt(**kwargs)
+
+
 def test_relative_correction_fades_with_adams_direction():
   """After one large gradient and 60 zero ones Adam's direction is ~0.9^60 of
   its first step: a relative correction's step shrinks with it (each entry
@@ -219,10 +256,13 @@ def test_param_feature_decides_whether_steps_depend_on_the_weights(param_feature
 
 
 @pytest.mark.parametrize("sign_symmetric", [True, False])
-def test_sign_symmetric_steps_are_odd(sign_symmetric):
+@pytest.mark.parametrize("long_beta2", [None, 0.999])
+def test_sign_symmetric_steps_are_odd(sign_symmetric, long_beta2):
   """Flipping the problem (weights and gradients) flips a sign-symmetric
-  step exactly, as it does Adam's; a plain member's step does not."""
-  lopt = NominalMLPLOpt(output_init_scale=5.0, sign_symmetric=sign_symmetric)
+  step exactly, as it does Adam's (the gate is even); a plain member's step
+  does not."""
+  lopt = NominalMLPLOpt(output_init_scale=5.0, sign_symmetric=sign_symmetric,
+                        long_beta2=long_beta2)
   opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(7)))
   loss, params = _problem()
   params = jax.tree_util.tree_map(lambda p: p + 0.3, params)
