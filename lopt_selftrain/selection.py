@@ -8,10 +8,13 @@ built the same way on generated data and MNIST-1D (wider and deeper nets,
 tiny sets, long runs, a 1-D convnet, a quadratic), none of it in the held-out
 suite: every member of every given run trains each validation task (members
 vmapped, one compile per run and task) next to Adam at each learning rate of
-a grid, from the same init on the same batches. The ranking follows the
-issue's targets (<= 2x tuned Adam's final training loss on every task, <= 1x
-on half): the fewest validation tasks beyond 2x wins, then the lowest median
-ratio, then the lowest geometric mean. (Until 2026-11-27's fifth session the
+a grid, from the same init on the same batches, on each draw (seed) asked
+for: `apps.select` uses two, and each draw of a task counts as a task (on
+one draw, the four-seed choice among the conv config's runs was a member
+that a second draw of one task shows stalling: docs/heldout.md). The
+ranking follows the issue's targets (<= 2x tuned Adam's final training loss
+on every task, <= 1x on half): the fewest validation tasks beyond 2x wins,
+then the lowest median ratio, then the lowest geometric mean. (Until 2026-11-27's fifth session the
 median came first; with the deep, wide validation task, members of nearly
 the same median differed in how many tasks they missed 2x on;
 docs/heldout_history.md.)

@@ -2,7 +2,7 @@ r"""Export the member of one or more runs that does best on the validation suite
 
   python -m lopt_selftrain.apps.select --run_dirs=runs/a,runs/b --out=best.lopt \
       --out_dir=DIR [--tasks=val_tabgen_wide,...] [--steps_scale=0.1] \
-      [--seeds=0,1]
+      [--seeds=0,1]  (the default: two draws)
 
 Every member of each run's latest checkpoint trains every task of
 `lopt_selftrain.tasks.heldout.VALIDATION` next to Adam tuned over a learning
@@ -34,7 +34,7 @@ FLAGS = flags.FLAGS
 
 def cli(run_dirs: Sequence[str], out: str | None, out_dir: str | None,
         task_names: Sequence[str] = (), steps_scale: float = 1.0,
-        seeds: Sequence[int | str] = (0,), adam_lrs: Sequence[str] = ()
+        seeds: Sequence[int | str] = (0, 1), adam_lrs: Sequence[str] = ()
         ) -> None:
   """The app minus flag parsing: the table and the choice, or `error: ...`."""
   with config.user_errors_exit():  # bad input: one line; bugs: a traceback
@@ -75,8 +75,8 @@ def define_flags() -> None:
   flags.DEFINE_list("tasks", [], "Validation tasks to run (default: all of "
                     "lopt_selftrain.tasks.heldout.VALIDATION).")
   flags.DEFINE_float("steps_scale", 1.0, "Multiplies every task's step count.")
-  flags.DEFINE_list("seeds", ["0"], "One draw of inits and per-step keys "
-                    "per seed; each draw of a task counts like a task.")
+  flags.DEFINE_list("seeds", ["0", "1"], "One draw of inits and per-step "
+                    "keys per seed; each draw of a task counts like a task.")
   flags.DEFINE_list("adam_lrs", [f"{lr:g}" for lr in heldout.ADAM_LRS],
                     "Adam learning rates to compare against.")
 

@@ -264,7 +264,9 @@ VALIDATION: tuple[HeldoutTask, ...] = (
                 "wide)"),
     HeldoutTask("val_quadratic30_cond1e3", 2000,
                 lambda: QuadraticTask(30, 1e3),
-                "dim 30, condition 1e3 (mix: no quadratics)"),
+                "dim 30, condition 1e3, 2000 steps (mixes: no quadratics, "
+                "or the gate config's noise-free dim 20, condition <= 1e3, "
+                "<= 1000 steps)"),
 )
 
 SUITES: dict[str, tuple[HeldoutTask, ...]] = {"heldout": SUITE,
