@@ -7,7 +7,10 @@ to be read; the exported file needs none of that. It holds one member's weights
 theta, the learned optimizer's class and constructor arguments, and where the
 weights came from, so `load_optax(path)` gives a drop-in optax optimizer on any
 machine with lo installed. Without --member the member with the lowest latest
-meta-loss is exported.
+meta-loss is exported. `export_population` writes every member of a
+checkpoint step as such files (kilobytes, where the checkpoint holds the
+unroll state), and `load_populations` reads a run's checkpoints or those
+files back as a `Population`, to choose among its members elsewhere.
 
 File format (a `files.Envelope`, written atomically; gs:// works)::
 

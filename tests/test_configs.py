@@ -38,6 +38,7 @@ VARIANTS = {
     "selftrain_nominal_cosine_cpu.gin": "selftrain_nominal_fast_rms_cpu.gin",
     "selftrain_nominal_cosine_floor_cpu.gin": "selftrain_nominal_cosine_cpu.gin",
     "selftrain_nominal_deep_cpu.gin": "selftrain_nominal_cosine_floor_cpu.gin",
+    "selftrain_nominal_gate10_cpu.gin": "selftrain_nominal_gate_cpu.gin",
 }
 # Variants may also rebind the sizes of their mix's families.
 _MIX_FAMILIES = ("tabgen/GeneratedTabularFamily.", "gen_mnist1d/MaskedMLPFamily.")

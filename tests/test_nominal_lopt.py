@@ -138,11 +138,11 @@ def test_gate_picks_adam_at_beta2_or_long_beta2(gate_logit, b2):
   """With the step-size and correction outputs at zero and the gate shut
   (open), the learned optimizer is optax.adam at beta2 (long_beta2)."""
   lopt = NominalMLPLOpt(initial_lr=3e-2, output_init_scale=0.0, beta2=0.99,
-                        long_beta2=0.999)
+                        long_beta2=0.999, gate_scale=10.0)
   theta = lopt.init(jax.random.PRNGKey(0))
   last = f"b{lopt.hidden_layers}"
   assert theta[last].shape == (3,)
-  theta[last] = theta[last].at[2].set(gate_logit)
+  theta[last] = theta[last].at[2].set(gate_logit / 10.0)  # x gate_scale
   loss, params = _problem()
   opt = lopt.opt_fn(theta)
   state, _ = _run(lambda s, g, v: opt.update(s, g, loss=v),
@@ -164,7 +164,9 @@ def test_gate_picks_adam_at_beta2_or_long_beta2(gate_logit, b2):
 @pytest.mark.parametrize("kwargs,match", [
     ({"long_beta2": 1.0}, "long_beta2 must be in"),
     ({"long_beta2": 0.999, "relative_correction": True}, "exclude each other"),
-    ({"long_beta2": 0.999, "direction_correction": False}, "long_beta2 needs")])
+    ({"long_beta2": 0.999, "direction_correction": False}, "long_beta2 needs"),
+    ({"long_beta2": 0.999, "gate_scale": 0.0}, "gate_scale must be > 0"),
+    ({"gate_scale": 10.0}, "gate_scale needs long_beta2")])
 def test_long_beta2_misuse_is_an_error(kwargs, match):
   with pytest.raises(ValueError, match=match):
     NominalMLPLOpt(**kwargs)
