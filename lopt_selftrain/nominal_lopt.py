@@ -131,7 +131,9 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     gate_scale: multiplies the gate's logit. The self-update moves each
       weight by ~1e-3 per meta step, so at 1 the logit cannot travel the
       several units a switch needs in a 100-step run (as `log_lr_scale`
-      for the base rate). Only with `long_beta2`.
+      for the base rate). At 10 it still did not learn to switch, and the
+      random members' spread gates cost the small sets (docs/heldout.md).
+      Only with `long_beta2`.
     param_feature: whether the MLP sees the parameter value. With it, the
       shipped optimizers learned to grow the weights (steps have cosine
       0.3-0.5 with the parameters on a 4 x 256 MLP): on small separable sets
