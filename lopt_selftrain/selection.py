@@ -14,10 +14,10 @@ one draw, the four-seed choice among the conv config's runs was a member
 that a second draw of one task shows stalling: docs/heldout.md). The
 ranking follows the issue's targets (<= 2x tuned Adam's final training loss
 on every task, <= 1x on half): the fewest validation tasks beyond 2x wins,
-then the lowest median ratio, then the lowest geometric mean. (Until 2026-11-27's fifth session the
-median came first; with the deep, wide validation task, members of nearly
-the same median differed in how many tasks they missed 2x on;
-docs/heldout_history.md.)
+then the lowest median ratio, then the lowest geometric mean. (Until
+2026-11-27's fifth session the median came first; with the deep, wide
+validation task, members of nearly the same median differed in how many
+tasks they missed 2x on; docs/heldout_history.md.)
 """
 
 from __future__ import annotations
