@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 from learned_optimization.tasks import base as tasks_base
 
-from lopt_selftrain import curves, evaluation, export, heldout
+from lopt_selftrain import curves, evaluation, heldout, members
 from lopt_selftrain.tasks.heldout import HeldoutTask
 
 _TINY = float(np.finfo(np.float32).tiny)
@@ -66,7 +66,7 @@ def _distinct(thetas: Any) -> tuple[list[int], list[int]]:
   return [inverse.index(i) for i in range(len(first))], inverse
 
 
-def validation_records(populations: Sequence[export.Population],
+def validation_records(populations: Sequence[members.Population],
                        specs: Sequence[HeldoutTask], steps_scale: float = 1.0,
                        seeds: Sequence[int] = (0,),
                        adam_lrs: Sequence[float] = heldout.ADAM_LRS
@@ -141,7 +141,7 @@ def record_name(record: dict[str, Any], records: Sequence[dict[str, Any]]
   return f"{record['task']} s{record['seed']}"
 
 
-def markdown(populations: Sequence[export.Population],
+def markdown(populations: Sequence[members.Population],
              records: Sequence[dict[str, Any]], chosen: tuple[int, int]) -> str:
   """One row per member: meta-loss, ratio per validation task, the scores."""
   lines = ["| run | member | meta-loss | "

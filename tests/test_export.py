@@ -17,7 +17,7 @@ from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.learned_optimizers import mlp_lopt
 from test_architectures import ARCHITECTURES, class_path, skip_unless_available
 
-from lopt_selftrain import checkpoint, config, export, heldout, training
+from lopt_selftrain import checkpoint, config, export, heldout, members, training
 from lopt_selftrain.apps import evaluate as evaluate_app
 from lopt_selftrain.apps import export as export_app
 from lopt_selftrain.population import PopulationTrainer
@@ -195,17 +195,17 @@ def test_member_lineage_follows_copies_and_restores():
       {"step": 40, "member": 3, "copied_from": 0, "reason": "exploit"},
   ]
   # 3 <- 0 at 40; population restored to step 10's; 0 untouched at <= 10.
-  assert export.member_lineage(events, 3) == [events[3], events[4]]
+  assert members.member_lineage(events, 3) == [events[3], events[4]]
   # Without the restore: 0 <- 2 at 20, then 2 <- 1 at 10 (pre-round weights).
-  assert export.member_lineage(events[:3], 0) == [events[1], events[2]]
+  assert members.member_lineage(events[:3], 0) == [events[1], events[2]]
   # The restored population of step 10 already had 1 <- 0.
-  assert export.member_lineage(events, 1) == [events[0], events[3]]
+  assert members.member_lineage(events, 1) == [events[0], events[3]]
 
 
 def test_export_from_a_real_run(tiny_run, tmp_path):
   log_dir, meta_loss, thetas = tiny_run
   out = str(tmp_path / "best.lopt")
-  provenance = export.export_run(log_dir, out)
+  provenance = members.export_run(log_dir, out)
   best = int(np.argmin(meta_loss))
   assert provenance["member"] == best
   assert provenance["step"] == 2
@@ -236,7 +236,7 @@ def test_run_dir_saved_under_old_names_exports_and_resumes(tiny_run, tmp_path):
   assert "PopulationTrainer.num_meta_steps" in text
   saved.write_text(text.replace("PopulationTrainer.num_meta_steps",
                                 "PopulationTrainer.num_outer_steps"))
-  provenance = export.export_run(str(old), str(tmp_path / "old.lopt"))
+  provenance = members.export_run(str(old), str(tmp_path / "old.lopt"))
   assert provenance["meta_loss"] == pytest.approx(float(np.min(meta_loss)))
   gin.clear_config()
   config.parse([], [TINY_RUN])
@@ -293,15 +293,15 @@ def test_export_app_writes_every_member_of_every_step(tiny_run, tmp_path,
   assert capsys.readouterr().out == (
       f"exported 2 members of step(s) {', '.join(map(str, saved))} to {out}\n")
   for step in saved:
-    population = export.load_population(f"{out}/step_{step:09d}")
+    population = members.load_population(f"{out}/step_{step:09d}")
     assert population.step == step and len(population.meta_loss) == 2
     assert [p["member"] for p in population.provenances] == [0, 1]
     assert all(p["run_dir"] == log_dir for p in population.provenances)
-  last = export.read_population(f"{out}/step_{saved[-1]:09d}")
+  last = members.read_population(f"{out}/step_{saved[-1]:09d}")
   np.testing.assert_array_equal(last.meta_loss, meta_loss)
   _assert_trees_close(last.thetas, thetas, rtol=0, atol=0)
-  first = export.load_populations(log_dir, [saved[0]])[0]
-  _assert_trees_close(export.read_population(f"{out}/step_{saved[0]:09d}").thetas,
+  first = members.load_populations(log_dir, [saved[0]])[0]
+  _assert_trees_close(members.read_population(f"{out}/step_{saved[0]:09d}").thetas,
                       first.thetas, rtol=0, atol=0)
   # Errors: one line, exit status 2.
   for args, message in [

@@ -8,7 +8,7 @@ import pytest
 from learned_optimization.learned_optimizers import base as lopt_base
 from learned_optimization.tasks import base as tasks_base
 
-from lopt_selftrain import export, heldout, selection
+from lopt_selftrain import export, heldout, members, selection
 from lopt_selftrain.apps import evaluate, select
 from lopt_selftrain.tasks import heldout as heldout_tasks
 
@@ -40,7 +40,7 @@ def _adam_population(lrs):
   """A 'population' of plain Adams, one member per lr."""
   adam, thetas = heldout.adam_thetas(lrs)
   spec = export.LearnedOptSpec.of(lopt_base.LearnableAdam, use_summary=False)
-  return export.Population("adams", adam, spec, thetas, 0,
+  return members.Population("adams", adam, spec, thetas, 0,
                            np.zeros(len(lrs)), [], "learned")
 
 
@@ -106,10 +106,10 @@ def test_select_app_reads_exported_members(tiny_run, tmp_path, capsys):
   """A directory of member files (apps.export --all_members) is chosen from
   like its run; the chosen file keeps the run's provenance."""
   log_dir, _, _ = tiny_run
-  members = str(tmp_path / "members")
-  export.export_population(export.load_population(log_dir), members)
+  member_dir = str(tmp_path / "members")
+  members.export_population(members.load_population(log_dir), member_dir)
   out = tmp_path / "best.lopt"
-  select.cli([log_dir, members], str(out), str(tmp_path / "val"),
+  select.cli([log_dir, member_dir], str(out), str(tmp_path / "val"),
              ["val_quadratic30_cond1e3"], 0.05, [0], ["1e-2"])
   ratios = json.loads((tmp_path / "val" / "validation.json").read_text()
                       )["tasks"][0]["ratios"]

@@ -2,7 +2,7 @@
 short, logic in the library"). Run one with `python -m lopt_selftrain.apps.NAME`.
 
   train      meta-train a population (self-training + PBT)     `training.train`
-  export     one member of a run as a portable optimizer file  `export.export_run`
+  export     one member of a run as a portable optimizer file  `members.export_run`
   evaluate   an exported optimizer against tuned Adam          `heldout`
   compare    self-training vs Adam outer-training, one machine `compare.compare`
   benchmark  population step vs sequential lo learners         `benchmark`

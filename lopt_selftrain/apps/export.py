@@ -21,7 +21,7 @@ import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 # isort: split
 from absl import app, flags
 
-from lopt_selftrain import checkpoint, config, export
+from lopt_selftrain import checkpoint, config, export, members
 
 FLAGS = flags.FLAGS
 
@@ -58,16 +58,16 @@ def cli(run_dir: str | None, out: str | None, member: int | None,
     if all_members:
       if member is not None:
         raise export.ExportError("--member and --all_members exclude each other")
-      populations = export.load_populations(run_dir, _steps(run_dir, steps))
+      populations = members.load_populations(run_dir, _steps(run_dir, steps))
       for population in populations:
-        export.export_population(
+        members.export_population(
             population, f"{out.rstrip('/')}/step_{population.step:09d}")
       print(f"exported {len(populations[0].meta_loss)} members of step(s) "
             f"{', '.join(str(p.step) for p in populations)} to {out}")
       return
     if steps:
       raise export.ExportError("--steps needs --all_members")
-    provenance = export.export_run(run_dir, out, member)
+    provenance = members.export_run(run_dir, out, member)
   print(f"exported member {provenance['member']} of step {provenance['step']} "
         f"(meta-loss {provenance['meta_loss']:.4g}) to {out}")
 

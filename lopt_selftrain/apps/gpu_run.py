@@ -191,7 +191,7 @@ def compare_arms(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]
 
 
 def heldout(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]) -> None:
-  from lopt_selftrain import export  # noqa: PLC0415
+  from lopt_selftrain import members  # noqa: PLC0415
   report = _reporter(out_dir, "heldout")
   arm_dir = os.path.join(out_dir, "compare", "arms", SELFTRAIN_ARM)
   if not _arm_steps(arm_dir):
@@ -199,7 +199,7 @@ def heldout(out_dir: str, deadline: budget.Deadline, s: dict[str, Any]) -> None:
     return
   path = os.path.join(out_dir, "selftrained.lopt")
   result: dict[str, Any] = {"optimizer": path,
-                            "provenance": export.export_run(arm_dir, path)}
+                            "provenance": members.export_run(arm_dir, path)}
   suite_dir = os.path.join(out_dir, "heldout")
   command = [sys.executable, RUNNER, "lopt_selftrain.apps.evaluate", "--suite=heldout",
              f"--optimizer={path}", f"--out_dir={suite_dir}",

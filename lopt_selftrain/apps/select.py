@@ -26,7 +26,7 @@ import lopt_selftrain  # noqa: F401  (restores legacy names before lo imports)
 # isort: split
 from absl import app, flags
 
-from lopt_selftrain import config, export, files, heldout, selection
+from lopt_selftrain import config, files, heldout, members, selection
 from lopt_selftrain.tasks import heldout as heldout_tasks
 
 FLAGS = flags.FLAGS
@@ -43,7 +43,7 @@ def cli(run_dirs: Sequence[str], out: str | None, out_dir: str | None,
     specs = heldout_tasks.suite_tasks(task_names, suite="validation")
     lrs = [float(lr) for lr in adam_lrs] or list(heldout.ADAM_LRS)
     seeds = [int(s) for s in seeds]
-    populations = [export.load_population(d) for d in run_dirs]
+    populations = [members.load_population(d) for d in run_dirs]
     records = selection.validation_records(populations, specs, steps_scale,
                                            seeds, lrs)
     chosen = selection.choose(records)
@@ -56,7 +56,7 @@ def cli(run_dirs: Sequence[str], out: str | None, out_dir: str | None,
         indent=1).encode())
     files.write_atomic(f"{out_dir}/validation.md", text.encode())
     misses, median, geo = selection.scores(records)[chosen[0]][chosen[1]]
-    provenance = export.export_member(
+    provenance = members.export_member(
         populations[chosen[0]], chosen[1], out,
         selected_by=(f"validation suite: {misses:g} task(s) beyond "
                      f"{selection.WITHIN:g}x tuned Adam, median ratio "
