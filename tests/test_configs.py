@@ -39,6 +39,7 @@ VARIANTS = {
     "selftrain_nominal_cosine_floor_cpu.gin": "selftrain_nominal_cosine_cpu.gin",
     "selftrain_nominal_deep_cpu.gin": "selftrain_nominal_cosine_floor_cpu.gin",
     "selftrain_nominal_gate10_cpu.gin": "selftrain_nominal_gate_cpu.gin",
+    "selftrain_nominal_fade_cpu.gin": "selftrain_nominal_conv_cpu.gin",
 }
 # Variants may also rebind the sizes of their mix's families.
 _MIX_FAMILIES = ("tabgen/GeneratedTabularFamily.", "gen_mnist1d/MaskedMLPFamily.")

@@ -193,6 +193,59 @@ def test_relative_correction_fades_with_adams_direction():
   assert np.sqrt(np.mean(unit**2)) > 100 * np.sqrt(np.mean(relative**2))
 
 
+def _params_after(lopt, theta, grads):
+  """Parameters after `grads` are applied one after another to `_problem`'s."""
+  _, params = _problem()
+  opt = lopt.opt_fn(theta)
+  state = opt.init(params, num_steps=100)
+  for g in grads:
+    state = opt.update(state, g)
+  return opt.get_params(state)
+
+
+@pytest.mark.parametrize("fade_tau,b2", [(1e-9, 0.99), (1e9, 0.999)])
+def test_fade_tau_picks_adam_at_beta2_or_fade_beta2(fade_tau, b2):
+  """With the MLP's outputs at zero, the rule keeps Adam at beta2 (tiny
+  tau: keep = 1) or falls back to Adam at fade_beta2 (huge tau)."""
+  lopt = NominalMLPLOpt(initial_lr=1e-2, beta2=0.99, fade_tau=fade_tau)
+  theta = lopt.init(jax.random.PRNGKey(0))
+  last = len([k for k in theta if k.startswith("w")]) - 1
+  theta = {**theta, f"w{last}": jnp.zeros_like(theta[f"w{last}"]),
+           f"b{last}": jnp.zeros_like(theta[f"b{last}"])}
+  _assert_matches_adam(theta, lopt, optax.adam(1e-2, b2=b2), 200, atol=1e-5)
+
+
+def test_fade_tau_changes_nothing_while_gradients_agree():
+  """Under one repeated gradient Adam's direction has RMS 1: the step is as
+  without the rule (a random member's correction included); where the
+  gradient flips sign every step it is not."""
+  loss, params = _problem()
+  grad = jax.grad(loss)(params)
+  flipping = [jax.tree_util.tree_map(lambda x, i=i: (-1.0) ** i * x, grad)
+              for i in range(20)]
+  kwargs = {"initial_lr": 1e-2, "output_init_scale": 50.0, "beta2": 0.99}
+  theta = NominalMLPLOpt(**kwargs).init(jax.random.PRNGKey(5))
+  plain, faded = NominalMLPLOpt(**kwargs), NominalMLPLOpt(fade_tau=0.5, **kwargs)
+
+  def close(grads):
+    return all(np.allclose(x, y, rtol=1e-6, atol=1e-8) for x, y in zip(
+        jax.tree_util.tree_leaves(_params_after(plain, theta, grads)),
+        jax.tree_util.tree_leaves(_params_after(faded, theta, grads))))
+
+  assert close([grad] * 20)
+  assert not close(flipping)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"fade_tau": 0.0}, "fade_tau must be > 0"),
+    ({"fade_tau": 0.3, "relative_correction": True}, "excludes"),
+    ({"fade_tau": 0.3, "long_beta2": 0.999}, "excludes"),
+    ({"fade_beta2": 1.0}, "fade_beta2 must be in")])
+def test_fade_tau_misuse_is_an_error(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    NominalMLPLOpt(**kwargs)
+
+
 @pytest.mark.parametrize("flag", ["relative_correction", "tangential_correction"])
 def test_correction_flags_need_a_correction(flag):
   with pytest.raises(ValueError, match=f"{flag} needs"):
