@@ -50,8 +50,7 @@ class NominalMLPLOptState:
   mom_fast: Any
   mom_slow: Any
   rms: Any
-  rms_long: Any  # None unless `long_beta2` is set
-  rms_fade: Any  # None unless `fade_tau` is set
+  rms_long: Any  # at `_long_decay`; None without `long_beta2` or `fade_tau`
   iteration: jnp.ndarray
   num_steps: jnp.ndarray
 
@@ -314,6 +313,14 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
             + (self.long_beta2 is not None))
 
   @property
+  def _long_decay(self) -> float | None:
+    """Decay of the second, long-memory second moment: the gate's
+    `long_beta2` or the fall-back's `fade_beta2` (they exclude each other)."""
+    if self.long_beta2 is not None:
+      return self.long_beta2
+    return None if self.fade_tau is None else self.fade_beta2
+
+  @property
   def _num_outputs(self) -> int:
     """Step-size modulation, then the correction and the gate if used."""
     return 1 + self.direction_correction + (self.long_beta2 is not None)
@@ -350,8 +357,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
         return NominalMLPLOptState(
             params=params, state=model_state, mom_fast=zeros(),
             mom_slow=zeros(), rms=zeros(),
-            rms_long=None if lopt.long_beta2 is None else zeros(),
-            rms_fade=None if lopt.fade_tau is None else zeros(),
+            rms_long=None if lopt._long_decay is None else zeros(),
             iteration=jnp.asarray(0, jnp.int32),
             num_steps=jnp.asarray(steps, jnp.float32))
 
@@ -370,15 +376,14 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
         second = lambda b, v: jax.tree_util.tree_map(  # noqa: E731
             lambda a, g: b * a + (1 - b) * jnp.square(g), v, grad)
         rms = second(lopt.beta2, opt_state.rms)
-        rms_long = second(lopt.long_beta2, opt_state.rms_long) if gated else None
-        rms_fade = second(lopt.fade_beta2, opt_state.rms_fade) if faded else None
+        rms_long = (None if lopt._long_decay is None else
+                    second(lopt._long_decay, opt_state.rms_long))
         frac = tf / jnp.maximum(opt_state.num_steps, 1.0)
         time_feats = [frac, jnp.tanh(frac)] + [
             jnp.tanh(tf / s - 1.0) for s in _TIMESCALES]
         # Bias corrections: one per moment, shared by every tensor.
-        fix1, fix2, fix_slow, fix_long, fix_fade = (1 - b ** tf for b in (
-            lopt.beta1, lopt.beta2, lopt.slow_beta, lopt.long_beta2 or 0.0,
-            lopt.fade_beta2))
+        fix1, fix2, fix_slow, fix_long = (1 - b ** tf for b in (
+            lopt.beta1, lopt.beta2, lopt.slow_beta, lopt._long_decay or 0.0))
         decay = 1.0
         if lopt.cosine_decay:
           # optax.cosine_decay_schedule's formula; optax needs decay_steps as
@@ -386,12 +391,12 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           a = lopt.cosine_decay_floor
           decay = a + (1 - a) * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(frac, 1.0)))
 
-        def tensor_step(p, g, m1, m2, v, v_long, v_fade):
+        def tensor_step(p, g, m1, m2, v, v_long):
           v_hat = v / fix2
           denom = jnp.sqrt(v_hat) + lopt.eps
           adam = (m1 / fix1) / denom
           adam_slow = (m2 / fix_slow) / denom
-          if gated:
+          if rms_long is not None:  # Adam's direction at the long decay
             adam_long = (m1 / fix1) / (jnp.sqrt(v_long / fix_long) + lopt.eps)
           feats = jnp.stack([g] + ([p] if lopt.param_feature else []) + [
               m1, m2, adam, adam_slow, jax.lax.rsqrt(v_hat + 1e-12)], axis=-1)
@@ -423,8 +428,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           direction = adam.reshape(-1)
           if faded:  # Adam's direction at fade_beta2 where gradients flip.
             keep = jnp.minimum(1.0, _rms(adam) / lopt.fade_tau)
-            adam_fade = (m1 / fix1) / (jnp.sqrt(v_fade / fix_fade) + lopt.eps)
-            direction = keep * direction + (1 - keep) * adam_fade.reshape(-1)
+            direction = keep * direction + (1 - keep) * adam_long.reshape(-1)
           if gated:
             gate = jax.nn.sigmoid(lopt.gate_scale * out[:, 2])
             direction = (1 - gate) * direction + gate * adam_long.reshape(-1)
@@ -450,12 +454,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
 
         params = jax.tree_util.tree_map(tensor_step, opt_state.params, grad,
                                         mom_fast, mom_slow, rms,
-                                        rms if rms_long is None else rms_long,
-                                        rms if rms_fade is None else rms_fade)
+                                        rms if rms_long is None else rms_long)
         return NominalMLPLOptState(
             params=params, state=model_state, mom_fast=mom_fast,
-            mom_slow=mom_slow, rms=rms, rms_long=rms_long, rms_fade=rms_fade,
-            iteration=t,
+            mom_slow=mom_slow, rms=rms, rms_long=rms_long, iteration=t,
             num_steps=opt_state.num_steps)
 
     return _Opt()

@@ -150,17 +150,6 @@ def test_gate_picks_adam_at_beta2_or_long_beta2(gate_logit, b2):
   _assert_matches_adam(theta, lopt, optax.adam(3e-2, b2=b2), 200, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"long_beta2": 1.0}, "long_beta2 must be in"),
-    ({"long_beta2": 0.999, "relative_correction": True}, "exclude each other"),
-    ({"long_beta2": 0.999, "direction_correction": False}, "long_beta2 needs"),
-    ({"long_beta2": 0.999, "gate_scale": 0.0}, "gate_scale must be > 0"),
-    ({"gate_scale": 10.0}, "gate_scale needs long_beta2")])
-def test_long_beta2_misuse_is_an_error(kwargs, match):
-  with pytest.raises(ValueError, match=match):
-    NominalMLPLOpt(**kwargs)
-
-
 def test_relative_correction_fades_with_adams_direction():
   """After one large gradient and 60 zero ones Adam's direction is ~0.9^60 of
   its first step: a relative correction's step shrinks with it (each entry
@@ -237,11 +226,17 @@ def test_fade_tau_changes_nothing_while_gradients_agree():
 
 
 @pytest.mark.parametrize("kwargs,match", [
+    ({"long_beta2": 1.0}, "long_beta2 must be in"),
+    ({"long_beta2": 0.999, "relative_correction": True}, "exclude each other"),
+    ({"long_beta2": 0.999, "direction_correction": False}, "long_beta2 needs"),
+    ({"long_beta2": 0.999, "gate_scale": 0.0}, "gate_scale must be > 0"),
+    ({"gate_scale": 10.0}, "gate_scale needs long_beta2"),
     ({"fade_tau": 0.0}, "fade_tau must be > 0"),
     ({"fade_tau": 0.3, "relative_correction": True}, "excludes"),
     ({"fade_tau": 0.3, "long_beta2": 0.999}, "excludes"),
     ({"fade_beta2": 1.0}, "fade_beta2 must be in")])
-def test_fade_tau_misuse_is_an_error(kwargs, match):
+def test_long_moment_flag_misuse_is_an_error(kwargs, match):
+  """The gate (`long_beta2`) and the fall-back (`fade_tau`)."""
   with pytest.raises(ValueError, match=match):
     NominalMLPLOpt(**kwargs)
 
