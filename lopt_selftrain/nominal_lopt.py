@@ -40,6 +40,7 @@ _NUM_PARAM_FEATURES = 7
 _TIMESCALES = (10.0, 100.0, 1000.0, 10000.0)
 _NUM_GLOBAL_FEATURES = 3 + len(_TIMESCALES)  # fraction done, its tanh, timescales, fan-in
 _NUM_SNR_FEATURES = 2  # log RMS over the tensor of the fast and slow Adam directions
+_FADE_SIGNALS = ("adam_rms", "abs_ratio")
 
 
 @flax.struct.dataclass
@@ -51,6 +52,7 @@ class NominalMLPLOptState:
   mom_slow: Any
   rms: Any
   rms_long: Any  # at `_long_decay`; None without `long_beta2` or `fade_tau`
+  abs_mean: Any  # EMA of |g| at beta2; None but for fade_signal "abs_ratio"
   iteration: jnp.ndarray
   num_steps: jnp.ndarray
 
@@ -86,137 +88,67 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     initial_lr: Adam learning rate of a freshly initialised member.
     hidden_size: width of the MLP's hidden layers.
     hidden_layers: number of hidden (ReLU) layers.
-    max_log_lr_change: R, bound on the per-parameter log step-size modulation
-      (steps stay within exp(+-R) of the learned base rate: bounded outputs keep
-      one bad update of the learned optimizer from making it diverge).
+    max_log_lr_change: R, the bound on the per-parameter log step-size
+      modulation: steps stay within exp(+-R) of the learned base rate.
     output_init_scale: scale of the last layer's random init relative to
-      1/sqrt(fan_in), so a random member starts near (not exactly at) Adam.
+      1/sqrt(fan_in), so a random member starts near (not at) Adam.
     beta1, beta2, slow_beta: decays of the nominal Adam moments and of the
-      slower momentum the MLP also sees. At beta2 = 0.99 (the shipped
-      `selftrained_nominal_fast_rms`) Adam's direction keeps its size while
-      the gradients shrink, so steps do not fade as a small set is fitted.
+      slower momentum the MLP also sees.
     eps: Adam's epsilon.
-    log_lr_scale: theta stores log_lr / log_lr_scale. An outer step moves every
-      weight by about the same amount (the self-update's steps are capped in
-      RMS, Adam's are ~lr per weight), so at scale 1 the base rate moves
-      by at most ~1e-3 in log per meta step and is in effect frozen; at 30
-      self-training moved it from 1e-2 to 2-4.5e-2 in 50 meta steps, without
-      a better meta-loss (docs/heldout_history.md).
+    log_lr_scale: theta stores log_lr / log_lr_scale, so that an outer step,
+      which moves every weight by about the same amount, can move the base
+      rate by more than ~1e-3 in log.
     direction_correction: whether the MLP also adds the bounded direction
       `tanh(d)` to Adam's. False: it only rescales Adam's step per parameter
-      (the MLP has one output), so every step points where Adam's does; the
-      additive term is a suspect for the learned optimizers' 1e-4 floor on
-      quadratics that Adam drives to 1e-23 (docs/heldout_history.md).
+      (one output), so every step points where Adam's does.
     relative_correction: scale `tanh(d)` by the RMS over the tensor of Adam's
-      direction. The MLP sees per-tensor normalised features only, so a
-      unit-scale correction keeps its size however small Adam's steps get;
-      scaled by Adam's RMS it fades as Adam's direction does when a run
-      converges, and on a wide tensor it is no larger than Adam's own step.
-      Only with `direction_correction`.
+      direction, so the correction fades as Adam's steps do when a run
+      converges. Only with `direction_correction`.
     long_beta2: None, or the decay of a second, long-memory second moment
-      and a learned gate between two modes, per parameter: at gate 0 the
-      step is as without it (Adam's direction at `beta2`, the correction at
-      unit scale), at gate 1 Adam's direction at `long_beta2` with the
-      correction scaled by that direction's RMS over the tensor. At beta2
-      0.99 and a unit-scale correction the steps do not fade as gradients
-      shrink, which fits small sets but holds a 100-d quadratic near 1e-7;
-      the shipped `selftrained_nominal_conv`'s weights with beta2 0.999 and
-      the relative correction (no retraining) reach 3.6e-25 there, below
-      tuned Adam's 9e-24 (docs/heldout.md). The gate is a third MLP output
-      (even in the features with `sign_symmetric`), through a sigmoid; the
-      MLP also sees, per tensor, the log ratio of the RMS of the two
-      directions (negative when the gradients have been shrinking).
-      Meta-trained 100 steps from a half-open gate (`gate_scale` 1) it did
-      not learn to switch: 9.6e-8 on that quadratic (docs/heldout.md).
-    fade_tau, fade_beta2: None, or a fixed rule between the two modes
-      `long_beta2` tried to learn. Per tensor, keep = min(1, RMS of Adam's
-      direction m / sqrt(v) / fade_tau); the direction is keep times Adam's
-      (at `beta2`) plus (1 - keep) times Adam's at `fade_beta2`, and the
-      correction is scaled by keep. Meant with `beta2` 0.99: while the
-      gradients keep their signs from step to step (a small set being
-      fitted) that RMS is near 1 and the step is as without the rule; where
-      they flip (a quadratic near the floor a unit-scale step holds it at)
-      it falls, and the step becomes Adam's at 0.999, which shrinks as the
-      run converges. The shipped `selftrained_nominal_conv`'s weights under
-      it, not retrained, at fade_tau 0.05: 3.3e-30 on the 30-d validation
-      quadratic (shipped: ~1e-7), 0.0725x and 0.176x tuned Adam on the tiny
-      and wide validation sets (shipped: 0.0224x, 0.176x); held out, 0.0276x
-      tuned Adam on the 100-d quadratic (the first learned optimizer here
-      within 2x there) but 217x on the digits MLP, which it stalls at 2e-5
-      once minibatch noise makes its gradients flip; self-trained under the
-      rule, 181x there (docs/heldout.md). With the long direction throughout
-      (beta2 0.999, only the correction faded) the population lost the
-      small sets.
-    gate_scale: multiplies the gate's logit. The self-update moves each
-      weight by ~1e-3 per meta step, so at 1 the logit cannot travel the
-      several units a switch needs in a 100-step run (as `log_lr_scale`
-      for the base rate). At 10 it still did not learn to switch, and the
-      random members' spread gates cost the small sets (docs/heldout.md).
-      Only with `long_beta2`.
-    param_feature: whether the MLP sees the parameter value. With it, the
-      shipped optimizers learned to grow the weights (steps have cosine
-      0.3-0.5 with the parameters on a 4 x 256 MLP): on small separable sets
-      that scales the logits and the loss falls fast; on a deep wide net the
-      weight norms grow 10x in 1000 steps and training falls apart
-      (docs/heldout_history.md). Without it, a step can only follow the
-      gradients' statistics.
-    sign_symmetric: make the step odd in the per-parameter features, as SGD's
-      and Adam's are in the gradient: the MLP runs on the features and on
-      them with the odd ones (all but 1/sqrt(v)) negated; the step-size
-      modulation is the even part of its first output and the correction
-      the odd part of its second. Where the gradients are noise or zero (a
-      dead or converged network) the correction then averages to zero;
-      without this the learned
-      correction's bias made every weight drift, cosine 0.8-0.9 with the
-      weights once the 4 x 256 digits MLP had died (docs/heldout_history.md).
+      and a learned per-parameter gate (a third MLP output, through a
+      sigmoid) between Adam's direction at `beta2` with the unit-scale
+      correction (gate 0) and Adam's direction at `long_beta2` with the
+      correction scaled by that direction's RMS (gate 1). The MLP also sees
+      the log ratio of the two directions' RMS per tensor.
+    gate_scale: multiplies the gate's logit. Only with `long_beta2`.
+    fade_tau, fade_beta2, fade_signal: None, or a fixed rule between the
+      same two modes: per tensor, keep = min(1, signal / fade_tau); the
+      direction is keep x Adam's at `beta2` + (1 - keep) x Adam's at
+      `fade_beta2`, and the correction is scaled by keep. The signal
+      measures whether the recent gradients still point one way relative to
+      their size over ~1 / (1 - beta2) steps: "adam_rms", the RMS of Adam's
+      direction m / sqrt(v); "abs_ratio", sum |m| / sum EMA_beta2(|g|), its
+      L1 twin, which rare large gradients (minibatch noise) move far less.
+      Both are near 1 while a small set is fitted with beta2 0.99 and fall
+      where gradients flip or shrink geometrically, as on a quadratic near
+      the floor a unit-scale step holds it at.
+    param_feature: whether the MLP sees the parameter value (with it, the
+      shipped optimizers learned to grow the weights).
+    sign_symmetric: make the step odd in the per-parameter features, as
+      SGD's and Adam's are in the gradient: the MLP runs on the features and
+      on them with the odd ones (all but 1/sqrt(v)) negated; the step-size
+      modulation is the even part of its first output, the correction the
+      odd part of its second. Where the gradients are noise or zero the
+      correction then averages to zero.
     tangential_correction: remove from the correction its component along
       the parameter tensor, so it can turn a tensor but not grow or shrink
-      its norm (to first order in the step). Even sign-symmetric, the
-      shipped optimizers' steps kept a cosine of 0.08-0.18 with the weights
-      and grew a 4 x 256 MLP's weight norms 4x in 600 steps until it died
-      (docs/heldout_history.md); a norm then changes only through Adam's
+      its norm (to first order); a norm then changes only through Adam's
       direction.
     reference_fan_in: None, or a fan-in from which on a tensor with fan-in
       n takes steps `reference_fan_in / n` times as large (muP's rule for
-      Adam: per-weight steps shrink as 1 / fan-in so that a layer's output
-      moves by the same amount at any width). The log fan-in feature lets
-      the MLP learn this within the meta-training widths but not beyond
-      them: tuned Adam's best lr on the held-out 4 x 256 MLP is 1e-2 and
-      3e-2 kills it, while the small nets of the mix want 1e-1. At the
-      mix's widest fan-in (64) only wider nets change; at 16 the rule acts
-      inside meta-training too, which learns its rates under it (the
-      shipped `selftrained_nominal_mup16`; docs/heldout_history.md).
+      Adam: a layer's output moves by the same amount at any width).
     snr_features: whether the MLP also sees, per tensor, the log RMS of
-      Adam's direction m / sqrt(v) and of its slow-momentum twin. Its
-      per-parameter features are normalised over the tensor, which hides
-      whether the gradients agree from step to step (RMS near 1) or are
-      mostly minibatch noise (about sqrt((1 - beta) / (1 + beta)): 0.23 for
-      the fast momentum, 0.07 for the slow). Tuned Adam takes 10-30x smaller
-      steps on memorising deep, wide nets than on the mix's small ones
-      (docs/heldout_history.md); with this signal the MLP could learn to step
-      less where the gradients are mostly noise. Meta-trained with it (2 seeds),
-      it did not: 9.6-21x tuned Adam on the validation suite's 4 x 192 MLP,
-      as without.
-    cosine_decay: multiply every step by 0.5 * (1 + cos(pi * t / num_steps))
-      (0 from `num_steps` on: give the run's length), the schedule
-      hand-tuned runs use. Members without it do not learn to anneal: late
-      in a run on a deep, wide net their loss keeps jumping up (fast_rms on
-      a 4 x 192 MLP: peaks of 0.27 after step 500, where tuned Adam ends
-      at 0.0032). Meta-trained under it (the shipped
-      `selftrained_nominal_cosine`) they train those nets without spikes
-      but lose some of the large late steps that fit small sets to zero
-      (docs/heldout_history.md).
+      Adam's direction and of its slow-momentum twin: near 1 where gradients
+      agree from step to step, about sqrt((1 - beta) / (1 + beta)) where
+      they are noise (its per-parameter features, normalised per tensor,
+      hide this).
+    cosine_decay: multiply every step by 0.5 * (1 + cos(pi * t /
+      num_steps)) (0 from `num_steps` on: give the run's length).
     cosine_decay_floor: with `cosine_decay`, the factor the decay ends at
-      (optax's `alpha`): a + (1 - a) * 0.5 * (1 + cos(...)). Decayed to 0,
-      the last tenth of a run barely moves and small sets stay 3-4x behind
-      tuned Adam; meta-trained with 0.1 (the shipped
-      `selftrained_nominal_cosine_floor`) they are fitted further than
-      Adam fits them, but every member meta-trained under the floor on the
-      mix's 1-3-layer nets ends 5-670x behind tuned Adam on a held-out 4 x
-      256 MLP on some draw; on 1-4-layer nets (`selftrained_nominal_deep`)
-      it trains that net on the three draws tried, with 1-D convnets added
-      (`selftrained_nominal_conv`) on two of three (docs/heldout.md,
-      docs/heldout_history.md).
+      (optax's `alpha`): a + (1 - a) * 0.5 * (1 + cos(...)).
+
+  Why each flag exists and what it measured: docs/architectures.md
+  ("NominalMLPLOpt's flags").
   """
 
   def __init__(self, initial_lr: float = 1e-3, hidden_size: int = 16,
@@ -228,6 +160,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                relative_correction: bool = False,
                long_beta2: float | None = None, gate_scale: float = 1.0,
                fade_tau: float | None = None, fade_beta2: float = 0.999,
+               fade_signal: str = "adam_rms",
                param_feature: bool = True, sign_symmetric: bool = False,
                tangential_correction: bool = False,
                reference_fan_in: int | None = None,
@@ -270,7 +203,13 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                          "and long_beta2 (each sets the step's mode)")
     if not 0.0 < fade_beta2 < 1.0:
       raise ValueError(f"NominalMLPLOpt.fade_beta2 must be in (0, 1), got {fade_beta2}")
+    if fade_signal not in _FADE_SIGNALS:
+      raise ValueError(f"NominalMLPLOpt.fade_signal must be one of {_FADE_SIGNALS}, "
+                       f"got {fade_signal!r}")
+    if fade_signal != "adam_rms" and fade_tau is None:
+      raise ValueError("NominalMLPLOpt.fade_signal needs fade_tau")
     self.fade_tau, self.fade_beta2 = fade_tau, fade_beta2
+    self.fade_signal = fade_signal
     self.param_feature = param_feature
     self.sign_symmetric = sign_symmetric
     self.tangential_correction = tangential_correction
@@ -321,6 +260,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     return None if self.fade_tau is None else self.fade_beta2
 
   @property
+  def _abs_ratio(self) -> bool:
+    return self.fade_tau is not None and self.fade_signal == "abs_ratio"
+
+  @property
   def _num_outputs(self) -> int:
     """Step-size modulation, then the correction and the gate if used."""
     return 1 + self.direction_correction + (self.long_beta2 is not None)
@@ -358,6 +301,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
             params=params, state=model_state, mom_fast=zeros(),
             mom_slow=zeros(), rms=zeros(),
             rms_long=None if lopt._long_decay is None else zeros(),
+            abs_mean=zeros() if lopt._abs_ratio else None,
             iteration=jnp.asarray(0, jnp.int32),
             num_steps=jnp.asarray(steps, jnp.float32))
 
@@ -378,6 +322,9 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
         rms = second(lopt.beta2, opt_state.rms)
         rms_long = (None if lopt._long_decay is None else
                     second(lopt._long_decay, opt_state.rms_long))
+        abs_mean = (jax.tree_util.tree_map(
+            ema(lopt.beta2), opt_state.abs_mean,
+            jax.tree_util.tree_map(jnp.abs, grad)) if lopt._abs_ratio else None)
         frac = tf / jnp.maximum(opt_state.num_steps, 1.0)
         time_feats = [frac, jnp.tanh(frac)] + [
             jnp.tanh(tf / s - 1.0) for s in _TIMESCALES]
@@ -391,7 +338,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           a = lopt.cosine_decay_floor
           decay = a + (1 - a) * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(frac, 1.0)))
 
-        def tensor_step(p, g, m1, m2, v, v_long):
+        def tensor_step(p, g, m1, m2, v, v_long, a2):
           v_hat = v / fix2
           denom = jnp.sqrt(v_hat) + lopt.eps
           adam = (m1 / fix1) / denom
@@ -427,7 +374,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                     + r * jnp.tanh(out[:, 0] / r))
           direction = adam.reshape(-1)
           if faded:  # Adam's direction at fade_beta2 where gradients flip.
-            keep = jnp.minimum(1.0, _rms(adam) / lopt.fade_tau)
+            signal = (jnp.sum(jnp.abs(m1 / fix1))
+                      / jnp.maximum(jnp.sum(a2 / fix2), 1e-30)
+                      if lopt._abs_ratio else _rms(adam))
+            keep = jnp.minimum(1.0, signal / lopt.fade_tau)
             direction = keep * direction + (1 - keep) * adam_long.reshape(-1)
           if gated:
             gate = jax.nn.sigmoid(lopt.gate_scale * out[:, 2])
@@ -454,10 +404,12 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
 
         params = jax.tree_util.tree_map(tensor_step, opt_state.params, grad,
                                         mom_fast, mom_slow, rms,
-                                        rms if rms_long is None else rms_long)
+                                        rms if rms_long is None else rms_long,
+                                        rms if abs_mean is None else abs_mean)
         return NominalMLPLOptState(
             params=params, state=model_state, mom_fast=mom_fast,
-            mom_slow=mom_slow, rms=rms, rms_long=rms_long, iteration=t,
+            mom_slow=mom_slow, rms=rms, rms_long=rms_long, abs_mean=abs_mean,
+            iteration=t,
             num_steps=opt_state.num_steps)
 
     return _Opt()
