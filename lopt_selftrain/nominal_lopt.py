@@ -313,19 +313,21 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
         del loss, is_valid, key, kwargs
         t = opt_state.iteration + 1
         tf = t.astype(jnp.float32)
-        ema = lambda b: lambda a, g: b * a + (1 - b) * g  # noqa: E731
-        mom_fast = jax.tree_util.tree_map(ema(lopt.beta1), opt_state.mom_fast, grad)
-        mom_slow = jax.tree_util.tree_map(ema(lopt.slow_beta), opt_state.mom_slow, grad)
+
+        def ema(b: float, acc: Any, f: Any = lambda g: g) -> Any:
+          """Every moment: acc <- b * acc + (1 - b) * f(grad), per leaf."""
+          return jax.tree_util.tree_map(lambda a, g: b * a + (1 - b) * f(g),
+                                        acc, grad)
+
+        mom_fast = ema(lopt.beta1, opt_state.mom_fast)
+        mom_slow = ema(lopt.slow_beta, opt_state.mom_slow)
         gated = lopt.long_beta2 is not None
         faded = lopt.fade_tau is not None
-        second = lambda b, v: jax.tree_util.tree_map(  # noqa: E731
-            lambda a, g: b * a + (1 - b) * jnp.square(g), v, grad)
-        rms = second(lopt.beta2, opt_state.rms)
+        rms = ema(lopt.beta2, opt_state.rms, jnp.square)
         rms_long = (None if lopt._long_decay is None else
-                    second(lopt._long_decay, opt_state.rms_long))
-        abs_mean = (jax.tree_util.tree_map(
-            ema(lopt.beta2), opt_state.abs_mean,
-            jax.tree_util.tree_map(jnp.abs, grad)) if lopt._abs_ratio else None)
+                    ema(lopt._long_decay, opt_state.rms_long, jnp.square))
+        abs_mean = (ema(lopt.beta2, opt_state.abs_mean, jnp.abs)
+                    if lopt._abs_ratio else None)
         frac = tf / jnp.maximum(opt_state.num_steps, 1.0)
         time_feats = [frac, jnp.tanh(frac)] + [
             jnp.tanh(tf / s - 1.0) for s in _TIMESCALES]
