@@ -40,7 +40,7 @@ _NUM_PARAM_FEATURES = 7
 _TIMESCALES = (10.0, 100.0, 1000.0, 10000.0)
 _NUM_GLOBAL_FEATURES = 3 + len(_TIMESCALES)  # fraction done, its tanh, timescales, fan-in
 _NUM_SNR_FEATURES = 2  # log RMS over the tensor of the fast and slow Adam directions
-_FADE_SIGNALS = ("adam_rms", "abs_ratio")
+_FADE_SIGNALS = ("adam_rms", "abs_ratio", "hypergradient")
 
 
 @flax.struct.dataclass
@@ -53,6 +53,8 @@ class NominalMLPLOptState:
   rms: Any
   rms_long: Any  # at `_long_decay`; None without `long_beta2` or `fade_tau`
   abs_mean: Any  # EMA of |g| at beta2; None but for fade_signal "abs_ratio"
+  log_keep: Any  # per tensor; None but for fade_signal "hypergradient"
+  keep_grad: Any  # d step / d keep of the last step; as log_keep
   iteration: jnp.ndarray
   num_steps: jnp.ndarray
 
@@ -122,7 +124,15 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       gradients flip or shrink geometrically, as on a quadratic near the
       floor a unit-scale step holds it at; rare large minibatch gradients
       pull the RMS down (below 5e-4 on a digits MLP whose gradients keep
-      their signs), the L1 ratio far less.
+      their signs), the L1 ratio far less. "hypergradient": keep is state,
+      exp(log keep) per tensor, and log keep <- min(0, log keep + fade_tau
+      x cos(g_t, d step_{t-1} / d keep)): hypergradient descent (Baydin et
+      al., 2018) on the mode, fade_tau its rate. It asks whether the last
+      step's keep-dependent part still lowered the loss, so it keeps the
+      correction while a net is still being fitted, where gradients shrink
+      geometrically as they do on a quadratic and both signals above fall.
+      Minibatch noise biases it towards falling back (greedy step-size
+      tuning's short-horizon bias): on iris it drops the keep early.
     param_feature: whether the MLP sees the parameter value (with it, the
       shipped optimizers learned to grow the weights).
     sign_symmetric: make the step odd in the per-parameter features, as
@@ -265,6 +275,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
     return self.fade_tau is not None and self.fade_signal == "abs_ratio"
 
   @property
+  def _hypergradient(self) -> bool:
+    return self.fade_tau is not None and self.fade_signal == "hypergradient"
+
+  @property
   def _num_outputs(self) -> int:
     """Step-size modulation, then the correction and the gate if used."""
     return 1 + self.direction_correction + (self.long_beta2 is not None)
@@ -303,6 +317,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
             mom_slow=zeros(), rms=zeros(),
             rms_long=None if lopt._long_decay is None else zeros(),
             abs_mean=zeros() if lopt._abs_ratio else None,
+            log_keep=(jax.tree_util.tree_map(lambda p: jnp.zeros((), jnp.float32),
+                                             params)
+                      if lopt._hypergradient else None),
+            keep_grad=zeros() if lopt._hypergradient else None,
             iteration=jnp.asarray(0, jnp.int32),
             num_steps=jnp.asarray(steps, jnp.float32))
 
@@ -341,7 +359,7 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           a = lopt.cosine_decay_floor
           decay = a + (1 - a) * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(frac, 1.0)))
 
-        def tensor_step(p, g, m1, m2, v, v_long, a2):
+        def tensor_step(p, g, m1, m2, v, v_long, a2, log_keep, keep_grad):
           v_hat = v / fix2
           denom = jnp.sqrt(v_hat) + lopt.eps
           adam = (m1 / fix1) / denom
@@ -376,11 +394,19 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           log_lr = (lopt.log_lr_scale * theta["log_lr"]
                     + r * jnp.tanh(out[:, 0] / r))
           direction = adam.reshape(-1)
-          if faded:  # Adam's direction at fade_beta2 where gradients flip.
+          if lopt._hypergradient:
+            # Hypergradient descent on log keep: -g . keep_grad is the last
+            # step's loss change per unit keep (its cosine, for scale).
+            cos = jnp.sum(g * keep_grad) / jnp.maximum(
+                jnp.linalg.norm(g) * jnp.linalg.norm(keep_grad), 1e-30)
+            log_keep = jnp.clip(log_keep + lopt.fade_tau * cos, -30.0, 0.0)
+            keep = jnp.exp(log_keep)
+          elif faded:  # Adam's direction at fade_beta2 where gradients flip.
             signal = (jnp.sum(jnp.abs(m1 / fix1))
                       / jnp.maximum(jnp.sum(a2 / fix2), 1e-30)
                       if lopt._abs_ratio else _rms(adam))
             keep = jnp.minimum(1.0, signal / lopt.fade_tau)
+          if faded:
             direction = keep * direction + (1 - keep) * adam_long.reshape(-1)
           if gated:
             gate = jax.nn.sigmoid(lopt.gate_scale * out[:, 2])
@@ -403,15 +429,32 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                   step_size * correction, p.reshape(-1))
             else:
               step = step_size * (direction + correction)
-          return p - step.reshape(p.shape).astype(p.dtype)
+          if lopt._hypergradient:  # d step / d keep, for the next step's rule
+            d_keep = step_size * (adam - adam_long).reshape(-1)
+            if lopt.direction_correction:
+              unit = step_size * jnp.tanh(out[:, 1])
+              d_keep += (_remove_component(unit, p.reshape(-1))
+                         if lopt.tangential_correction else unit)
+            keep_grad = d_keep.reshape(p.shape)
+          return (p - step.reshape(p.shape).astype(p.dtype), log_keep,
+                  keep_grad)
 
-        params = jax.tree_util.tree_map(tensor_step, opt_state.params, grad,
-                                        mom_fast, mom_slow, rms,
-                                        rms if rms_long is None else rms_long,
-                                        rms if abs_mean is None else abs_mean)
+        hyper = lopt._hypergradient
+        out = jax.tree_util.tree_map(
+            tensor_step, opt_state.params, grad, mom_fast, mom_slow, rms,
+            rms if rms_long is None else rms_long,
+            rms if abs_mean is None else abs_mean,
+            opt_state.log_keep if hyper else jax.tree_util.tree_map(
+                lambda p: 0.0, grad),
+            opt_state.keep_grad if hyper else grad)
+        params, log_keep, keep_grad = jax.tree_util.tree_transpose(
+            jax.tree_util.tree_structure(grad),
+            jax.tree_util.tree_structure((0, 0, 0)), out)
         return NominalMLPLOptState(
             params=params, state=model_state, mom_fast=mom_fast,
             mom_slow=mom_slow, rms=rms, rms_long=rms_long, abs_mean=abs_mean,
+            log_keep=log_keep if hyper else None,
+            keep_grad=keep_grad if hyper else None,
             iteration=t,
             num_steps=opt_state.num_steps)
 

@@ -243,6 +243,55 @@ def test_abs_ratio_keeps_the_step_under_rare_large_gradients():
   assert not _same_as_without_fade("adam_rms", 0.1, grads)
 
 
+def test_hypergradient_at_a_tiny_rate_changes_nothing():
+  loss, params = _problem()
+  grad = jax.grad(loss)(params)
+  flipping = [jax.tree_util.tree_map(lambda x, i=i: (-1.0) ** i * x, grad)
+              for i in range(20)]
+  assert _same_as_without_fade("hypergradient", 1e-9, flipping)
+  assert not _same_as_without_fade("hypergradient", 0.5, flipping)
+
+
+def _sign_descent_member(lopt):
+  """Weights whose step-size output is 0 and whose correction is
+  tanh(10 g / rms(g)) (sign-symmetric, so the MLP's two passes give
+  relu(10 x) - relu(-10 x)): a unit-scale sign-descent step that overshoots
+  once near a minimum."""
+  theta = {n: v if n == "log_lr" else jnp.zeros_like(v)
+           for n, v in lopt.init(jax.random.PRNGKey(0)).items()}
+  theta["w0"] = theta["w0"].at[0, 0].set(10.0)  # feature 0: the gradient
+  theta["w1"] = theta["w1"].at[0, 0].set(1.0)
+  theta["w2"] = theta["w2"].at[0, 1].set(1.0)  # output 1: the correction
+  return theta
+
+
+def test_hypergradient_keeps_a_correction_that_helps_and_drops_one_that_overshoots():
+  """On least squares, the sign-descent correction stalls 4e-4 above the
+  minimum without the rule. With it, keep stays 1 on the weight matrix while
+  the correction still lowers the loss (its first 15 steps) and falls once
+  it overshoots, so the run ends at the minimum."""
+  loss, params = _problem()
+  best = float(loss(_least_squares_solution()))
+  kwargs = {"initial_lr": 1e-2, "beta2": 0.99, "param_feature": False,
+            "sign_symmetric": True}
+  excess = {}
+  for rate in (None, 0.3):
+    lopt = NominalMLPLOpt(**kwargs, **({} if rate is None else {
+        "fade_tau": rate, "fade_signal": "hypergradient"}))
+    opt = lopt.opt_fn(_sign_descent_member(lopt))
+    step = jax.jit(lambda s, opt=opt: opt.update(
+        s, jax.grad(loss)(opt.get_params(s))))
+    state = opt.init(params, num_steps=1000)
+    for i in range(1000):
+      state = step(state)
+      if i == 14 and rate is not None:  # excess loss 0.21 -> 0.002 by here
+        assert float(state.log_keep["w"]) == 0.0
+    excess[rate] = float(loss(opt.get_params(state))) - best
+  assert excess[None] > 1e-4
+  assert excess[0.3] < 1e-2 * excess[None]
+  assert float(state.log_keep["w"]) < -1.0
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"long_beta2": 1.0}, "long_beta2 must be in"),
     ({"long_beta2": 0.999, "relative_correction": True}, "exclude each other"),
@@ -254,7 +303,8 @@ def test_abs_ratio_keeps_the_step_under_rare_large_gradients():
     ({"fade_tau": 0.3, "long_beta2": 0.999}, "excludes"),
     ({"fade_beta2": 1.0}, "fade_beta2 must be in"),
     ({"fade_tau": 0.3, "fade_signal": "rms"}, "fade_signal must be one of"),
-    ({"fade_signal": "abs_ratio"}, "fade_signal needs fade_tau")])
+    ({"fade_signal": "abs_ratio"}, "fade_signal needs fade_tau"),
+    ({"fade_signal": "hypergradient"}, "fade_signal needs fade_tau")])
 def test_long_moment_flag_misuse_is_an_error(kwargs, match):
   """The gate (`long_beta2`) and the fall-back (`fade_tau`)."""
   with pytest.raises(ValueError, match=match):
