@@ -1,13 +1,19 @@
-"""Shared pytest set-up: import the package (and so compat) before lo; a
-persistent JAX compilation cache; which tests an xdist worker runs together;
---runslow; the data_dir, clean_gin and mock_image_datasets fixtures;
-`tiny_run`, a real 2-step run to export from."""
+"""Shared pytest set-up: XLA's quick-compiling CPU level; import the package
+(and so compat) before lo; a persistent JAX compilation cache; which tests an
+xdist worker runs together; --runslow; the data_dir, clean_gin and
+mock_image_datasets fixtures; `tiny_run`, a real 2-step run to export from."""
 
 import os
 import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Tests check what programs compute, not how fast they run, and most of the
+# suite's time is XLA compiling tiny programs: at LLVM optimisation level 0 the
+# CPU backend compiles them ~2x faster. Set before JAX starts, and inherited by
+# the app processes the tests start.
+TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAG}".strip()
 
 import apprun  # noqa: E402
 import gin  # noqa: E402

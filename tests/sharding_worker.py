@@ -11,8 +11,8 @@ import os
 import sys
 
 out_dir, log_dir, num_devices = sys.argv[1], sys.argv[2], int(sys.argv[3])
-os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count="
-                           f"{num_devices}")
+os.environ["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} "
+                           f"--xla_force_host_platform_device_count={num_devices}")
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 import jax  # noqa: E402
@@ -22,6 +22,12 @@ if len(sys.argv) > 4:
   process_id, num_processes, port = map(int, sys.argv[4:7])
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id)
+
+# As on a GPU image: TensorFlow's import would cost each of the 4 workers ~10 s.
+from lopt_selftrain import no_tensorflow  # noqa: E402
+
+os.environ[no_tensorflow.HIDE_ENV] = "1"
+no_tensorflow.install()
 
 import gin  # noqa: E402
 import numpy as np  # noqa: E402
