@@ -24,16 +24,33 @@ def test_validation_suite_is_apart_from_the_test_suite():
     heldout_tasks.suite_tasks(suite="test")
 
 
+@pytest.fixture(scope="module")
+def suite_datasets():
+  """Names of the datasets the test suite (SUITE) trains on."""
+  tasks = [spec.build() for spec in heldout_tasks.SUITE]
+  return {t.datasets.extra_info["name"] for t in tasks if t.datasets is not None}
+
+
 @pytest.mark.parametrize("spec", heldout_tasks.VALIDATION, ids=lambda s: s.name)
-def test_every_validation_task_builds_without_held_out_data(spec):
+def test_every_validation_task_builds_without_held_out_data(spec,
+                                                            suite_datasets):
+  assert suite_datasets == {"digits", "breast_cancer", "wine", "iris"}
   task = spec.build()
-  if task.datasets is not None:  # scikit-learn's bundled sets are tests.
-    assert task.datasets.extra_info["name"] in ("mnist1d", "tab64x10")
+  if task.datasets is not None:
+    assert task.datasets.extra_info["name"] not in suite_datasets
   params = task.init(jax.random.PRNGKey(0))
   batch = () if task.datasets is None else next(task.datasets.train)
   loss, grad = jax.value_and_grad(task.loss)(params, jax.random.PRNGKey(1), batch)
   assert np.isfinite(loss)
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grad))
+
+
+def test_diabetes_terciles_are_three_balanced_overlapping_classes():
+  (x, y), (x_test, y_test) = heldout_tasks.sklearn_arrays("diabetes_terciles")
+  assert x.shape[1] == 10 and len(y) + len(y_test) == 442
+  counts = np.bincount(np.concatenate([y, y_test]))
+  assert len(counts) == 3 and counts.min() >= 145
+  np.testing.assert_allclose(x.mean(0), 0, atol=1e-5)
 
 
 def _adam_population(lrs):

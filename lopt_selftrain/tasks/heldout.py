@@ -36,11 +36,14 @@ def sklearn_arrays(name: str, seed: int = 0, test_fraction: float = 0.2
 
   Features are standardised with the training part's mean and std; `digits`
   keeps its 8x8 image shape (with a channel axis) so conv nets can use it.
+  `diabetes_terciles` is the diabetes regression set with its target cut at
+  its terciles: a small, noisy real classification set (classes overlap).
   """
   from sklearn import datasets as skd  # pylint: disable=g-import-not-at-top
 
   loaders = {"digits": skd.load_digits, "breast_cancer": skd.load_breast_cancer,
-             "wine": skd.load_wine, "iris": skd.load_iris}
+             "wine": skd.load_wine, "iris": skd.load_iris,
+             "diabetes_terciles": _diabetes_terciles}
   if name not in loaders:
     raise ValueError(f"unknown sklearn dataset {name!r}; known: {sorted(loaders)}")
   x, y = loaders[name](return_X_y=True)
@@ -52,6 +55,14 @@ def sklearn_arrays(name: str, seed: int = 0, test_fraction: float = 0.2
   if name == "digits":
     x = x.reshape(-1, 8, 8, 1)
   return (x[train], y[train]), (x[test], y[test])
+
+
+def _diabetes_terciles(return_X_y: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's diabetes set, its disease-progression target in 3 classes."""
+  from sklearn import datasets as skd  # pylint: disable=g-import-not-at-top
+
+  x, y = skd.load_diabetes(return_X_y=return_X_y)
+  return x, np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
 
 
 # --- tasks
@@ -262,6 +273,13 @@ VALIDATION: tuple[HeldoutTask, ...] = (
                     hidden=[256] * 4),
                 "4 x 256 ReLU MLP fitting 840 generated examples (mix: <= 64 "
                 "wide)"),
+    # Added 2026-11-28 (thirteenth session): a small noisy real set, the kind
+    # on which a fall-back rule that validation ranked first failed held out
+    # (iris, 5-14x) while every generated set here passed.
+    HeldoutTask("val_diabetes_mlp", 1500,
+                _sk("diabetes_terciles", 16, mlp_task, hidden=[32]),
+                "diabetes (bundled, 442 examples) in 3 overlapping classes "
+                "(mix: generated or MNIST-1D data)"),
     HeldoutTask("val_quadratic30_cond1e3", 2000,
                 lambda: QuadraticTask(30, 1e3),
                 "dim 30, condition 1e3, 2000 steps (mixes: no quadratics, "
