@@ -40,7 +40,8 @@ _NUM_PARAM_FEATURES = 7
 _TIMESCALES = (10.0, 100.0, 1000.0, 10000.0)
 _NUM_GLOBAL_FEATURES = 3 + len(_TIMESCALES)  # fraction done, its tanh, timescales, fan-in
 _NUM_SNR_FEATURES = 2  # log RMS over the tensor of the fast and slow Adam directions
-_FADE_SIGNALS = ("adam_rms", "abs_ratio", "hypergradient")
+_FADE_SIGNALS = ("adam_rms", "abs_ratio", "hypergradient", "hypergradient_snr")
+_SNR_BETA = 0.98  # "hypergradient_snr": EMAs of the cosine over ~50 steps
 
 
 @flax.struct.dataclass
@@ -53,8 +54,9 @@ class NominalMLPLOptState:
   rms: Any
   rms_long: Any  # at `_long_decay`; None without `long_beta2` or `fade_tau`
   abs_mean: Any  # EMA of |g| at beta2; None but for fade_signal "abs_ratio"
-  log_keep: Any  # per tensor; None but for fade_signal "hypergradient"
+  log_keep: Any  # per tensor; None but for the "hypergradient*" fade signals
   keep_grad: Any  # d step / d keep of the last step; as log_keep
+  cos_moments: Any  # per tensor, EMAs of cos and cos^2; "hypergradient_snr"
   iteration: jnp.ndarray
   num_steps: jnp.ndarray
 
@@ -133,6 +135,10 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
       geometrically as they do on a quadratic and both signals above fall.
       Minibatch noise biases it towards falling back (greedy step-size
       tuning's short-horizon bias): on iris it drops the keep early.
+      "hypergradient_snr": the same, each move weighted by the cosine's
+      signal fraction EMA(cos)^2 / EMA(cos^2) over ~50 steps: ~1 where the
+      cosine is steady (a quadratic), small where noise dominates it (a
+      tiny minibatched set), and 0 at the start, before it has a history.
     param_feature: whether the MLP sees the parameter value (with it, the
       shipped optimizers learned to grow the weights).
     sign_symmetric: make the step odd in the per-parameter features, as
@@ -276,7 +282,12 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
 
   @property
   def _hypergradient(self) -> bool:
-    return self.fade_tau is not None and self.fade_signal == "hypergradient"
+    return self.fade_tau is not None and self.fade_signal.startswith(
+        "hypergradient")
+
+  @property
+  def _cos_snr(self) -> bool:
+    return self.fade_tau is not None and self.fade_signal == "hypergradient_snr"
 
   @property
   def _num_outputs(self) -> int:
@@ -321,6 +332,9 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                                              params)
                       if lopt._hypergradient else None),
             keep_grad=zeros() if lopt._hypergradient else None,
+            cos_moments=(jax.tree_util.tree_map(
+                lambda p: jnp.zeros((2,), jnp.float32), params)
+                         if lopt._cos_snr else None),
             iteration=jnp.asarray(0, jnp.int32),
             num_steps=jnp.asarray(steps, jnp.float32))
 
@@ -359,7 +373,8 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
           a = lopt.cosine_decay_floor
           decay = a + (1 - a) * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(frac, 1.0)))
 
-        def tensor_step(p, g, m1, m2, v, v_long, a2, log_keep, keep_grad):
+        def tensor_step(p, g, m1, m2, v, v_long, a2, log_keep, keep_grad,
+                        cos_moments):
           v_hat = v / fix2
           denom = jnp.sqrt(v_hat) + lopt.eps
           adam = (m1 / fix1) / denom
@@ -399,7 +414,12 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
             # step's loss change per unit keep (its cosine, for scale).
             cos = jnp.sum(g * keep_grad) / jnp.maximum(
                 jnp.linalg.norm(g) * jnp.linalg.norm(keep_grad), 1e-30)
-            log_keep = jnp.clip(log_keep + lopt.fade_tau * cos, -30.0, 0.0)
+            rate = lopt.fade_tau
+            if lopt._cos_snr:  # Noise-dominated cosines move keep little.
+              cos_moments = (_SNR_BETA * cos_moments
+                             + (1 - _SNR_BETA) * jnp.stack([cos, cos**2]))
+              rate *= cos_moments[0]**2 / jnp.maximum(cos_moments[1], 1e-30)
+            log_keep = jnp.clip(log_keep + rate * cos, -30.0, 0.0)
             keep = jnp.exp(log_keep)
           elif faded:  # Adam's direction at fade_beta2 where gradients flip.
             signal = (jnp.sum(jnp.abs(m1 / fix1))
@@ -437,24 +457,27 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                          if lopt.tangential_correction else unit)
             keep_grad = d_keep.reshape(p.shape)
           return (p - step.reshape(p.shape).astype(p.dtype), log_keep,
-                  keep_grad)
+                  keep_grad, cos_moments)
 
-        hyper = lopt._hypergradient
+        hyper, snr = lopt._hypergradient, lopt._cos_snr
         out = jax.tree_util.tree_map(
             tensor_step, opt_state.params, grad, mom_fast, mom_slow, rms,
             rms if rms_long is None else rms_long,
             rms if abs_mean is None else abs_mean,
             opt_state.log_keep if hyper else jax.tree_util.tree_map(
                 lambda p: 0.0, grad),
-            opt_state.keep_grad if hyper else grad)
-        params, log_keep, keep_grad = jax.tree_util.tree_transpose(
+            opt_state.keep_grad if hyper else grad,
+            opt_state.cos_moments if snr else jax.tree_util.tree_map(
+                lambda p: 0.0, grad))
+        params, log_keep, keep_grad, cos_moments = jax.tree_util.tree_transpose(
             jax.tree_util.tree_structure(grad),
-            jax.tree_util.tree_structure((0, 0, 0)), out)
+            jax.tree_util.tree_structure((0, 0, 0, 0)), out)
         return NominalMLPLOptState(
             params=params, state=model_state, mom_fast=mom_fast,
             mom_slow=mom_slow, rms=rms, rms_long=rms_long, abs_mean=abs_mean,
             log_keep=log_keep if hyper else None,
             keep_grad=keep_grad if hyper else None,
+            cos_moments=cos_moments if snr else None,
             iteration=t,
             num_steps=opt_state.num_steps)
 
