@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-PRETRAINED: tuple[str, ...] = ("selftrained_nominal_conv_fade",
+PRETRAINED: tuple[str, ...] = ("selftrained_nominal_conv_hypergradient",
+                               "selftrained_nominal_conv_fade",
                                "selftrained_nominal_conv",
                                "selftrained_nominal_deep",
                                "selftrained_nominal_cosine",
