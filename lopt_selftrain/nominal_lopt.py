@@ -460,15 +460,14 @@ class NominalMLPLOpt(lopt_base.LearnedOptimizer):
                   keep_grad, cos_moments)
 
         hyper, snr = lopt._hypergradient, lopt._cos_snr
+        unused = jax.tree_util.tree_map(lambda g: 0.0, grad)  # rule off
         out = jax.tree_util.tree_map(
             tensor_step, opt_state.params, grad, mom_fast, mom_slow, rms,
             rms if rms_long is None else rms_long,
             rms if abs_mean is None else abs_mean,
-            opt_state.log_keep if hyper else jax.tree_util.tree_map(
-                lambda p: 0.0, grad),
+            opt_state.log_keep if hyper else unused,
             opt_state.keep_grad if hyper else grad,
-            opt_state.cos_moments if snr else jax.tree_util.tree_map(
-                lambda p: 0.0, grad))
+            opt_state.cos_moments if snr else unused)
         params, log_keep, keep_grad, cos_moments = jax.tree_util.tree_transpose(
             jax.tree_util.tree_structure(grad),
             jax.tree_util.tree_structure((0, 0, 0, 0)), out)

@@ -43,10 +43,12 @@ def sklearn_arrays(name: str, seed: int = 0, test_fraction: float = 0.2
 
   loaders = {"digits": skd.load_digits, "breast_cancer": skd.load_breast_cancer,
              "wine": skd.load_wine, "iris": skd.load_iris,
-             "diabetes_terciles": _diabetes_terciles}
+             "diabetes_terciles": skd.load_diabetes}
   if name not in loaders:
     raise ValueError(f"unknown sklearn dataset {name!r}; known: {sorted(loaders)}")
   x, y = loaders[name](return_X_y=True)
+  if name == "diabetes_terciles":  # disease progression -> 3 classes
+    y = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
   x, y = x.astype(np.float32), y.astype(np.int32)
   order = np.random.default_rng(seed).permutation(len(y))
   n_test = int(len(y) * test_fraction)
@@ -55,14 +57,6 @@ def sklearn_arrays(name: str, seed: int = 0, test_fraction: float = 0.2
   if name == "digits":
     x = x.reshape(-1, 8, 8, 1)
   return (x[train], y[train]), (x[test], y[test])
-
-
-def _diabetes_terciles(return_X_y: bool = True) -> tuple[np.ndarray, np.ndarray]:
-  """scikit-learn's diabetes set, its disease-progression target in 3 classes."""
-  from sklearn import datasets as skd  # pylint: disable=g-import-not-at-top
-
-  x, y = skd.load_diabetes(return_X_y=return_X_y)
-  return x, np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
 
 
 # --- tasks
